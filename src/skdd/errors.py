@@ -1,0 +1,9 @@
+"""The one exception type that reaches users.
+
+A `SkddError` carries a single readable line (what went wrong and where). The CLI prints it
+without a traceback and exits non-zero; anything else is a bug and keeps its traceback.
+"""
+
+
+class SkddError(Exception):
+    """A user-facing error: bad params, missing/corrupt/tampered input, unreachable storage."""
