@@ -1,0 +1,80 @@
+"""Losses of the CGAN (WGAN-GP + auxiliary classifier) and of the logit matching.
+
+The matching losses follow ALGORITHM.md §2-3: the SKD loss mirrors logit-standardized KD's
+`kd_loss` with real images as teacher and synthetic images as student, so its conventions
+(unbiased std, +1e-7, KL(real || syn), sum over classes, mean over batch, τ² inside) are
+theirs. `dim-mse` reproduces DiM's code, which matches log-probabilities, not logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+STD_EPS = 1e-7
+MATCH_LOSSES = ("skd", "skd-nostand", "dim-mse", "none")
+
+
+def standardize(logits: Tensor, eps: float = STD_EPS) -> Tensor:
+    """Z-score each sample's logit vector (unbiased std), so only its shape, not its scale, is matched."""
+    mean = logits.mean(dim=1, keepdim=True)
+    std = logits.std(dim=1, keepdim=True)
+    return (logits - mean) / (std + eps)
+
+
+def skd_loss(logits_real: Tensor, logits_syn: Tensor, tau: float, standardized: bool = True) -> Tensor:
+    """τ² · KL(softmax(Z(ℓ_O)/τ) ‖ softmax(Z(ℓ_S)/τ)), summed over classes, averaged over the batch.
+
+    The real branch is the teacher and is detached: L_SKD must move the generator only.
+    """
+    real = logits_real.detach().float()
+    syn = logits_syn.float()
+    if standardized:
+        real, syn = standardize(real), standardize(syn)
+    log_p_syn = F.log_softmax(syn / tau, dim=1)
+    p_real = F.softmax(real / tau, dim=1)
+    kl = F.kl_div(log_p_syn, p_real, reduction="none").sum(dim=1).mean()
+    return kl * tau**2
+
+
+def dim_mse_loss(logits_real: Tensor, logits_syn: Tensor) -> Tensor:
+    """DiM's matching: mean over B×C of squared log-probability differences (its ×0.01 is λ)."""
+    diff = F.log_softmax(logits_real.detach().float(), dim=1) - F.log_softmax(logits_syn.float(), dim=1)
+    return diff.pow(2).mean()
+
+
+def match_loss(mode: str, logits_real: Tensor, logits_syn: Tensor, tau: float) -> Tensor:
+    """The matching term before λ: the one switch between the paper's loss and its ablations."""
+    if mode == "skd":
+        return skd_loss(logits_real, logits_syn, tau, standardized=True)
+    if mode == "skd-nostand":
+        return skd_loss(logits_real, logits_syn, tau, standardized=False)
+    if mode == "dim-mse":
+        return dim_mse_loss(logits_real, logits_syn)
+    raise ValueError(f"no matching loss for mode {mode!r}")
+
+
+def generator_adv_loss(src_fake: Tensor, cls_fake: Tensor, labels: Tensor) -> Tensor:
+    """WGAN generator loss plus the auxiliary classifier's CE on the generated images (DiM)."""
+    return -src_fake.float().mean() + F.cross_entropy(cls_fake.float(), labels)
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, weight: float = 10.0) -> Tensor:
+    """WGAN-GP: weight · E[(‖∇_x̂ D_src(x̂)‖₂ − 1)²] on per-sample interpolates of real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    src, _ = critic(mixed)
+    (grad,) = torch.autograd.grad(src.float().sum(), mixed, create_graph=True)
+    return weight * (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+def discriminator_loss(
+    critic: nn.Module, real: Tensor, real_labels: Tensor, fake: Tensor, fake_labels: Tensor, gp_weight: float = 10.0
+) -> Tensor:
+    """DiM's critic loss: Wasserstein estimate + AC cross-entropy on both sides + gradient penalty."""
+    src_real, cls_real = critic(real)
+    src_fake, cls_fake = critic(fake.detach())
+    wasserstein = src_fake.float().mean() - src_real.float().mean()
+    ce = F.cross_entropy(cls_fake.float(), fake_labels) + F.cross_entropy(cls_real.float(), real_labels)
+    return wasserstein + ce + gradient_penalty(critic, real, fake, gp_weight)
