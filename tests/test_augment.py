@@ -11,7 +11,6 @@ from skdd.augment import (
 )
 from skdd.errors import SkddError
 
-torch.set_num_threads(1)
 
 
 def _x(b=4, c=3, h=8, w=8, seed=0):

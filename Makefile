@@ -1,0 +1,25 @@
+# The README's two commands: `make run` (set up, then the main job) and `make test` (set up, then the tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.skdd-installed
+
+.PHONY: setup run test clean
+
+setup: $(STAMP)
+
+# Re-installs only when the pinned set or the package metadata changed; quick otherwise.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[pipeline,test]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf artifacts .pytest_cache

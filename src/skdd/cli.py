@@ -1,0 +1,85 @@
+"""`skdd <stage>`: the command line DVC stages call.
+
+Params come from a `params.yaml` section named after the stage, then `--set key=value` overrides.
+A `SkddError` prints as one line on stderr with exit code 2; success prints the output's manifest
+summary. Stages are looked up in one table so the CLI, DVC and Kubeflow call the same functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from skdd.config import load_stage_params
+from skdd.errors import SkddError
+
+# stage -> (module, params class name, input names)
+STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "ingest": ("skdd.stages.ingest", "IngestParams", ()),
+    "pretrain": ("skdd.stages.pretrain", "PretrainParams", ("dataset",)),
+    "distill": ("skdd.stages.distill", "DistillParams", ("dataset", "gan")),
+    "sample": ("skdd.stages.sample", "SampleParams", ("gan",)),
+}
+
+
+def stage_entry(stage: str) -> tuple[type, Callable, tuple[str, ...]]:
+    import importlib
+
+    module_name, params_name, input_names = STAGES[stage]
+    module = importlib.import_module(module_name)
+    return getattr(module, params_name), module.run, input_names
+
+
+def run_stage(stage: str, *, output: str, inputs: dict[str, str], params_file: str | None = None,
+              overrides: list[str] | None = None, section: str | None = None) -> dict:
+    """The one entry point for a stage: load and validate params, check inputs, run."""
+    params_cls, run, input_names = stage_entry(stage)
+    missing = [name for name in input_names if not inputs.get(name)]
+    if missing:
+        raise SkddError(f"{stage}: missing input --{missing[0]}")
+    params = load_stage_params(params_cls, section or stage, params_file, overrides)
+    return run(params, inputs, output)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skdd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for stage, (_, _, input_names) in STAGES.items():
+        p = sub.add_parser(stage, help=f"run the {stage} stage")
+        p.add_argument("--out", required=True, help="output artifact (a local folder)")
+        for name in input_names:
+            p.add_argument(f"--{name}", required=True, help=f"input {name} artifact")
+        p.add_argument("--params", default=None,
+                       help="params file (default: ./params.yaml when present, else built-in defaults)")
+        p.add_argument("--section", default=None, help=f"section of the params file (default: {stage})")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one param (repeatable)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        params_file = args.params
+        if params_file is None and Path("params.yaml").is_file():
+            params_file = "params.yaml"
+        inputs = {name: getattr(args, name) for name in STAGES[args.command][2]}
+        manifest = run_stage(args.command, output=args.out, inputs=inputs, params_file=params_file,
+                             overrides=args.overrides, section=args.section)
+    except SkddError as exc:
+        print(f"skdd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"skdd {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    summary = {"output": args.out, "kind": manifest["kind"], "files": len(manifest["files"]),
+               "metrics": manifest.get("metrics", {})}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

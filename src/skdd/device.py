@@ -1,0 +1,49 @@
+"""Device selection and the speed switches that only make sense on CUDA.
+
+CPU runs are deterministic (the resume test relies on it). On CUDA, bf16 autocast and
+channels_last are on by default: they roughly double convolution throughput on recent GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from skdd.errors import SkddError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SkddError("device: 'cuda' requested but no CUDA device is available (use device: auto or cpu)")
+    if name not in DEVICES:
+        raise SkddError(f"device: unknown device {name!r} (allowed: {', '.join(DEVICES)})")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA; a no-op elsewhere."""
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    module = module.to(device)
+    if device.type == "cuda":
+        module = module.to(memory_format=torch.channels_last)
+    return module

@@ -1,0 +1,118 @@
+"""Manifests: what every artifact records about itself, and how it is verified.
+
+A manifest lists every file of the artifact with its size and sha256, the stage and params that
+made it, and its inputs (by URI and the sha256 of *their* manifests), so the chain from a
+synthetic set back to the source files can be re-hashed end to end. It never holds credentials.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import skdd
+from skdd.errors import SkddError
+from skdd.storage import MANIFEST
+
+SCHEMA_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _artifact_files(root: Path) -> list[Path]:
+    skip = {MANIFEST}
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in skip
+                  and "checkpoints" not in p.relative_to(root).parts)
+
+
+def code_version() -> dict[str, Any]:
+    info: dict[str, Any] = {"skdd": skdd.__version__, "git_commit": None, "image": os.environ.get("SKDD_IMAGE")}
+    try:
+        repo = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            info["git_commit"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def environment(device: str | None = None) -> dict[str, Any]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "device": device,
+            "platform": platform.platform()}
+
+
+def input_record(name: str, uri: str | Path, path: Path) -> dict[str, Any]:
+    """How a manifest refers to a parent artifact: its URI and the hash of the parent's manifest."""
+    return {"name": name, "uri": str(uri), "manifest_sha256": sha256_file(path / MANIFEST)}
+
+
+def write_manifest(root: Path, *, kind: str, stage: str, params: dict[str, Any], params_hash: str,
+                   inputs: list[dict[str, Any]] | None = None, metrics: dict[str, Any] | None = None,
+                   extra: dict[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
+    """Hash every file under `root` and write `manifest.json` last (atomically): the artifact is now complete."""
+    files = [{"path": p.relative_to(root).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in _artifact_files(root)]
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "stage": stage,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "code": code_version(),
+        "params": params,
+        "params_hash": params_hash,
+        "inputs": inputs or [],
+        "files": files,
+        "environment": environment(device),
+        "metrics": metrics or {},
+        **(extra or {}),
+    }
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, root / MANIFEST)
+    return manifest
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise SkddError(f"{root}: incomplete artifact (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SkddError(f"{path}: manifest is not valid JSON") from None
+    if not isinstance(manifest, dict) or "files" not in manifest or "kind" not in manifest:
+        raise SkddError(f"{path}: not a skdd manifest")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise SkddError(f"{path}: unsupported manifest schema_version {manifest.get('schema_version')!r}")
+    return manifest
+
+
+def verify_artifact(root: Path, expect_kind: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Re-hash every recorded file; refuse the artifact naming the first file that is missing or changed."""
+    manifest = read_manifest(root)
+    kinds = (expect_kind,) if isinstance(expect_kind, str) else expect_kind
+    if kinds and manifest["kind"] not in kinds:
+        raise SkddError(f"{root}: expected a {' or '.join(kinds)} artifact, got '{manifest['kind']}'")
+    for entry in manifest["files"]:
+        path = root / entry["path"]
+        if not path.is_file():
+            raise SkddError(f"{path}: missing (listed in {root / MANIFEST})")
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            raise SkddError(f"{path}: contents do not match the sha256 recorded in {root / MANIFEST}")
+    return manifest

@@ -1,0 +1,215 @@
+"""Stage 3: fine-tune the pretrained generator with L_CGAN + λ·τ²·L_SKD (ALGORITHM.md §1.4-1.5, §2-3).
+
+Per generator step: the pool model takes `pool_steps` SGD steps on real batches; the real batch and
+a synthetic batch with the *same labels* (pair i is class y_i on both sides) get the same siamese
+augmentation and go through the pool model in separate passes; the matching term joins the
+adversarial loss for G only; then the critic takes its usual WGAN-GP step.
+`loss: none` runs the very same loop without matching: the GAN-only control at equal steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from skdd import checkpoint as ckpt_mod
+from skdd import lineage, storage
+from skdd.augment import DiffAug
+from skdd.config import as_dict, param, params_hash
+from skdd.data.batches import EpochBatcher, Pixels
+from skdd.device import DEVICES, autocast, prepare_module, resolve_device, seed_everything
+from skdd.errors import SkddError
+from skdd.gan import load_gan, save_gan
+from skdd.losses import MATCH_LOSSES, match_loss
+from skdd.models import list_models
+from skdd.pool import ModelPool
+from skdd.progress import Progress
+from skdd.stages.common import load_dataset, open_input
+from skdd.stages.curves import write_curves
+from skdd.stages.pretrain import gan_step
+
+PAPER_POOL = ["convnet3", "resnet10", "resnet18"]
+
+
+def default_lambda(loss: str, dataset: str) -> float:
+    """The paper's λ_SKD: 0.001 for MNIST, 0.01 otherwise; DiM's hard-coded 0.01 for its MSE."""
+    if loss == "dim-mse":
+        return 0.01
+    return 0.001 if dataset == "mnist" else 0.01
+
+
+@dataclass
+class DistillParams:
+    seed: int = param(3407, ge=0)
+    device: str = param("auto", choices=DEVICES)
+    steps: int = param(1000, ge=1, help="generator steps")
+    batch_size: int = param(64, ge=2)
+    lr: float = param(5e-6, gt=0, help="G and D learning rate (DiM: 5e-6, Adam states kept from pretraining)")
+    beta1: float = param(0.0, ge=0, le=1)
+    beta2: float = param(0.9, ge=0, le=1)
+    gp_weight: float = param(10.0, ge=0)
+    loss: str = param("skd", choices=MATCH_LOSSES)
+    lambda_skd: float | None = param(None, ge=0, help="null: the paper's value for the dataset")
+    tau: float = param(2.0, gt=0)
+    pool: list[str] = param(PAPER_POOL)
+    pool_width: int | None = param(None, ge=1, help="null: each model's default width")
+    pool_sampling: str = param("epoch", choices=("epoch", "step"))
+    pool_steps: int = param(16, ge=0, help="SGD steps of the pool model on real data per generator step")
+    pool_batch_size: int | None = param(None, ge=2, help="null: batch_size")
+    pool_lr: float = param(0.01, gt=0)
+    pool_momentum: float = param(0.9, ge=0, le=1)
+    pool_weight_decay: float = param(5e-4, ge=0)
+    match_augment: str = param("color_crop_cutout")
+    pool_augment: str = param("color_crop")
+    match_shared: bool = param(True, help="one augmentation for the whole real+synthetic batch (DiM) vs per pair")
+    amp: bool = param(True, help="bf16 autocast on CUDA (ignored on CPU)")
+    checkpoint_every: int = param(200, ge=1)
+    log_every: int = param(50, ge=1)
+
+    def check(self, section: str) -> None:
+        known = list_models("classifier")
+        if not self.pool:
+            raise SkddError(f"{section}.pool: must name at least one model (known: {', '.join(known)})")
+        for name in self.pool:
+            if name not in known:
+                raise SkddError(f"{section}.pool: unknown model {name!r} (known: {', '.join(known)})")
+        for key in ("match_augment", "pool_augment"):
+            try:
+                DiffAug(getattr(self, key), scheme="dim")
+            except SkddError as exc:
+                raise SkddError(f"{section}.{key}: {exc}") from None
+
+
+class Distiller:
+    """One distillation step at a time; `run` adds artifacts and checkpoints, benchmarks call `step` directly."""
+
+    def __init__(self, params: DistillParams, spec, g, d, opt_g, opt_d, train, device: torch.device, lam: float):
+        self.params, self.spec, self.g, self.d, self.opt_g, self.opt_d = params, spec, g, d, opt_g, opt_d
+        self.train, self.device, self.lam = train, device, lam
+        self.matching = params.loss != "none"
+        self.pool = ModelPool(params.pool, params.pool_sampling, in_channels=spec.in_channels,
+                              num_classes=spec.num_classes, image_size=spec.image_size, width=params.pool_width,
+                              lr=params.pool_lr, momentum=params.pool_momentum,
+                              weight_decay=params.pool_weight_decay, device=device, amp=params.amp)
+        self.match_aug = DiffAug(params.match_augment, scheme="dim")
+        self.pool_aug = DiffAug(params.pool_augment, scheme="dim")
+        self.batcher = EpochBatcher(len(train), params.batch_size, device)
+        self.pool_batcher = EpochBatcher(len(train), params.pool_batch_size or params.batch_size, device)
+        self.pixels = Pixels(spec.mean, spec.std, device)
+
+    def _matching_term(self, fake: torch.Tensor, real_idx: torch.Tensor) -> torch.Tensor:
+        p, model = self.params, self.pool.model
+        model.requires_grad_(False)   # L_SKD updates G only; the pool learns from real data alone
+        real = self.pixels.classifier(self.train.images[real_idx])
+        syn = self.pixels.classifier_from_gan(fake.float())
+        real_aug, syn_aug = self.match_aug.pair(real, syn, shared=p.match_shared)
+        with autocast(self.device, p.amp):
+            with torch.no_grad():
+                logits_real = model(real_aug)
+            logits_syn = model(syn_aug)
+        return self.lam * match_loss(p.loss, logits_real, logits_syn, p.tau)
+
+    def step(self) -> dict:
+        p, train = self.params, self.train
+        new_epoch = self.batcher.starts_epoch
+        idx = self.batcher.next()
+        x, y = self.pixels.gan(train.images[idx]), train.labels[idx]
+        extra, pool_loss = None, None
+        if self.matching:
+            self.pool.draw(new_epoch)
+            for _ in range(p.pool_steps):
+                pidx = self.pool_batcher.next()
+                pool_loss = self.pool.train_step(self.pixels.classifier(train.images[pidx]), train.labels[pidx],
+                                                 self.pool_aug)
+            extra = lambda fake, labels: self._matching_term(fake, idx)  # noqa: E731
+        losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, p.gp_weight, self.device, p.amp,
+                          extra)
+        if pool_loss is not None:
+            losses["loss_pool"] = pool_loss
+        return losses
+
+    def modules(self) -> dict:
+        return {"g": self.g, "d": self.d, **self.pool.modules()}
+
+    def optimizers(self) -> dict:
+        return {"g": self.opt_g, "d": self.opt_d, **self.pool.optimizers()}
+
+    def state_tensors(self) -> dict:
+        return {**self.batcher.state_tensors("batcher"), **self.pool_batcher.state_tensors("pool_batcher")}
+
+    def resume(self, ckpt) -> None:
+        self.pool.rebuild(ckpt.meta)
+        ckpt_mod.restore(ckpt, self.modules(), self.optimizers())
+        self.batcher.load_state_tensors(ckpt.tensors, "batcher")
+        self.pool_batcher.load_state_tensors(ckpt.tensors, "pool_batcher")
+
+
+def load_generator_for_distill(params: DistillParams, gan_path, device: torch.device):
+    """G and D with their pretraining Adam states, lr and betas replaced (DiM: states kept, lr 5e-6)."""
+    spec, g, d, optim_states = load_gan(gan_path, device, with_optimizers=True)
+    g, d = prepare_module(g, device), prepare_module(d, device)
+    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    opt_g.load_state_dict(optim_states["g"])
+    opt_d.load_state_dict(optim_states["d"])
+    for opt in (opt_g, opt_d):
+        for group in opt.param_groups:
+            group["lr"], group["betas"] = params.lr, (params.beta1, params.beta2)
+    return spec, g, d, opt_g, opt_d
+
+
+def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
+    device = resolve_device(params.device)
+    seed_everything(params.seed, device)
+    data = load_dataset(inputs["dataset"], splits=("train",))
+    gan_path, _ = open_input(inputs["gan"], "gan")
+    spec, g, d, opt_g, opt_d = load_generator_for_distill(params, gan_path, device)
+    train = data.train.to(device)
+    if tuple(train.shape) != (spec.in_channels, spec.image_size, spec.image_size) \
+            or train.num_classes != spec.num_classes:
+        raise SkddError(f"{gan_path}: GAN was trained for {spec.in_channels}x{spec.image_size}x{spec.image_size}, "
+                        f"{spec.num_classes} classes; dataset {data.path} has {tuple(train.shape)}, "
+                        f"{train.num_classes} classes")
+    lam = params.lambda_skd if params.lambda_skd is not None else default_lambda(params.loss, data.name)
+    distiller = Distiller(params, spec, g, d, opt_g, opt_d, train, device, lam)
+    phash = params_hash(params)
+
+    with storage.staged_output(output) as stage:
+        ckpts = ckpt_mod.Checkpointer(stage / "checkpoints", phash)
+        start, curves = 0, []
+        resumed = ckpts.latest()
+        if resumed is not None:
+            distiller.resume(resumed)
+            start, curves = resumed.step, resumed.meta["curves"]
+            print(f"distill: resuming from step {start} ({stage / 'checkpoints'})")
+        elif ckpts.stale():
+            print("distill: params changed since the last checkpoint; starting fresh")
+            ckpts.clear()
+        g.train()
+        d.train()
+        t0 = time.perf_counter()
+        progress = Progress(params.steps, f"distill[{params.loss}]", start=start, every=params.log_every,
+                            images_per_step=params.batch_size)
+        for step in range(start + 1, params.steps + 1):
+            losses = distiller.step()
+            if step % params.log_every == 0 or step == params.steps:
+                pool_name = {"pool": distiller.pool.current} if distiller.matching else {}
+                curves.append({"step": step, **losses, **pool_name})
+            progress.update(step, **losses)
+            if step % params.checkpoint_every == 0 and step < params.steps:
+                ckpts.save(step, distiller.modules(), distiller.optimizers(), tensors=distiller.state_tensors(),
+                           meta={"curves": curves, **distiller.pool.meta()})
+        elapsed = time.perf_counter() - t0
+        save_gan(stage, spec, g, d, opt_g, opt_d)
+        write_curves(stage / "curves.csv", curves)
+        final = curves[-1] if curves else {}
+        metrics = {"steps": params.steps, "lambda": lam, "final_loss_g": final.get("loss_g"),
+                   "final_loss_match": final.get("loss_match"),
+                   "pool_draws": distiller.pool.draws if distiller.matching else {},
+                   "wall_seconds_this_run": round(elapsed, 2)}
+        return lineage.write_manifest(
+            stage, kind="gan", stage="distill", params=as_dict(params), params_hash=phash,
+            inputs=[lineage.input_record("dataset", inputs["dataset"], data.path),
+                    lineage.input_record("gan", inputs["gan"], gan_path)],
+            metrics=metrics, extra={"gan": dict(spec.__dict__), "resolved": {"lambda": lam}}, device=str(device))

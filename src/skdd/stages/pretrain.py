@@ -1,0 +1,132 @@
+"""Stage 2: pre-train the conditional GAN (WGAN-GP critic + auxiliary classifier), as DiM's gen_condense.py.
+
+One generator step, then one critic step, per real batch. The critic's step draws fresh random
+labels for its fake batch, as DiM does, so the auxiliary classifier sees every class evenly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from skdd import checkpoint as ckpt_mod
+from skdd import lineage, storage
+from skdd.config import as_dict, param, params_hash
+from skdd.data.batches import EpochBatcher, Pixels
+from skdd.errors import SkddError
+from skdd.device import DEVICES, autocast, prepare_module, resolve_device, seed_everything
+from skdd.gan import GanSpec, noise, save_gan
+from skdd.losses import discriminator_loss, generator_adv_loss
+from skdd.progress import Progress
+from skdd.stages.common import load_dataset
+from skdd.stages.curves import write_curves
+
+
+@dataclass
+class PretrainParams:
+    seed: int = param(3407, ge=0)
+    device: str = param("auto", choices=DEVICES)
+    steps: int = param(2000, ge=1, help="generator steps (one real batch each)")
+    batch_size: int = param(128, ge=2)
+    lr: float = param(1e-4, gt=0)
+    beta1: float = param(0.0, ge=0, le=1)
+    beta2: float = param(0.9, ge=0, le=1)
+    gp_weight: float = param(10.0, ge=0)
+    g_width: int = param(196, ge=1)
+    d_width: int = param(196, ge=1)
+    z_dim: int = param(100, ge=2)
+    conditioning: str = param("overwrite", choices=("overwrite", "concat"))
+    amp: bool = param(True, help="bf16 autocast on CUDA (ignored on CPU)")
+    checkpoint_every: int = param(500, ge=1)
+    log_every: int = param(50, ge=1)
+
+
+def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, amp: bool, extra_g_loss=None):
+    """One generator step then one critic step; `extra_g_loss(fake, y)` adds distillation's matching term."""
+    b = x.shape[0]
+    d.requires_grad_(False)
+    with autocast(device, amp):
+        fake = g(noise(b, spec.z_dim, device), y)
+        src, cls = d(fake)
+        loss_adv = generator_adv_loss(src, cls, y)
+    loss_extra = extra_g_loss(fake, y) if extra_g_loss is not None else None
+    loss_g = loss_adv if loss_extra is None else loss_adv + loss_extra
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    d.requires_grad_(True)
+
+    y_fake = torch.randint(spec.num_classes, (b,), device=device)
+    with torch.no_grad(), autocast(device, amp):
+        fake_d = g(noise(b, spec.z_dim, device), y_fake)
+    with autocast(device, amp):
+        loss_d = discriminator_loss(d, x, y, fake_d, y_fake, gp_weight)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    out = {"loss_g": float(loss_adv.detach()), "loss_d": float(loss_d.detach())}
+    if loss_extra is not None:
+        out["loss_match"] = float(loss_extra.detach())
+    return out
+
+
+def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
+    device = resolve_device(params.device)
+    seed_everything(params.seed, device)
+    data = load_dataset(inputs["dataset"], splits=("train",))
+    train = data.train.to(device)
+    c, h, w = train.shape
+    if h != w:
+        raise SkddError(f"{data.path}: square images required, got {h}x{w}")
+    spec = GanSpec(in_channels=c, image_size=h, num_classes=train.num_classes, g_width=params.g_width,
+                   d_width=params.d_width, z_dim=params.z_dim, conditioning=params.conditioning,
+                   classes=list(train.classes), dataset=data.name,
+                   mean=list(data.info["mean"]), std=list(data.info["std"]))
+    g, d = spec.build()
+    g, d = prepare_module(g, device), prepare_module(d, device)
+    opt_g = torch.optim.Adam(g.parameters(), lr=params.lr, betas=(params.beta1, params.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=params.lr, betas=(params.beta1, params.beta2))
+    batcher = EpochBatcher(len(train), params.batch_size, device)
+    pixels = Pixels(spec.mean, spec.std, device)
+    phash = params_hash(params)
+
+    with storage.staged_output(output) as stage:
+        ckpts = ckpt_mod.Checkpointer(stage / "checkpoints", phash)
+        start, curves = 0, []
+        resumed = ckpts.latest()
+        if resumed is not None:
+            ckpt_mod.restore(resumed, {"g": g, "d": d}, {"g": opt_g, "d": opt_d})
+            batcher.load_state_tensors(resumed.tensors, "batcher")
+            start, curves = resumed.step, resumed.meta["curves"]
+            print(f"pretrain: resuming from step {start} ({stage / 'checkpoints'})")
+        elif ckpts.stale():
+            print("pretrain: params changed since the last checkpoint; starting fresh")
+            ckpts.clear()
+        g.train()
+        d.train()
+        t0 = time.perf_counter()
+        progress = Progress(params.steps, "pretrain", start=start, every=params.log_every,
+                            images_per_step=params.batch_size)
+        for step in range(start + 1, params.steps + 1):
+            idx = batcher.next()
+            x, y = pixels.gan(train.images[idx]), train.labels[idx]
+            losses = gan_step(g, d, opt_g, opt_d, x, y, spec, params.gp_weight, device, params.amp)
+            if step % params.log_every == 0 or step == params.steps:
+                curves.append({"step": step, **losses})
+            progress.update(step, **losses)
+            if step % params.checkpoint_every == 0 and step < params.steps:
+                ckpts.save(step, {"g": g, "d": d}, {"g": opt_g, "d": opt_d},
+                           tensors=batcher.state_tensors("batcher"), meta={"curves": curves})
+        elapsed = time.perf_counter() - t0
+        save_gan(stage, spec, g, d, opt_g, opt_d)
+        write_curves(stage / "curves.csv", curves)
+        final = curves[-1] if curves else {}
+        metrics = {"steps": params.steps, "final_loss_g": final.get("loss_g"), "final_loss_d": final.get("loss_d"),
+                   "wall_seconds_this_run": round(elapsed, 2)}
+        return lineage.write_manifest(
+            stage, kind="gan", stage="pretrain", params=as_dict(params), params_hash=phash,
+            inputs=[lineage.input_record("dataset", inputs["dataset"], data.path)],
+            metrics=metrics, extra={"gan": {k: v for k, v in spec.__dict__.items()}}, device=str(device))
+

@@ -1,0 +1,81 @@
+"""The artifact store: where stages read inputs and write outputs.
+
+One interface for every backend, so stages never touch paths directly:
+  * `input_dir(uri)`      a local directory holding a *complete* artifact (its manifest exists);
+  * `staged_output(uri)`  a context manager yielding a local staging directory; when the block
+                          exits cleanly the staged files become the artifact in one step.
+
+An artifact is complete exactly when its `manifest.json` exists, and the manifest is written last.
+Locally the staging folder `<out>.partial/` sits beside the output and is renamed into place, so
+a crash leaves either the previous output or nothing. The staging folder also holds checkpoints,
+which is why it is not a random temp dir: a re-run finds them and resumes.
+Only local paths are implemented here; `s3://` URIs get a clear error until the S3 backend lands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+from skdd.errors import SkddError
+
+MANIFEST = "manifest.json"
+STAGING_SUFFIX = ".partial"
+
+
+def _local_path(uri: str | Path) -> Path:
+    text = str(uri)
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        if scheme == "file":
+            return Path(text[len("file://"):])
+        raise SkddError(f"{text}: storage scheme '{scheme}://' is not supported (use a local path)")
+    return Path(text)
+
+
+def input_dir(uri: str | Path) -> Path:
+    """A local directory with a complete artifact; raises if missing or incomplete."""
+    path = _local_path(uri)
+    if not path.exists():
+        raise SkddError(f"{uri}: input artifact not found")
+    if not path.is_dir():
+        raise SkddError(f"{uri}: input artifact is not a directory")
+    if not (path / MANIFEST).is_file():
+        raise SkddError(f"{uri}: incomplete artifact (no {MANIFEST}); re-run the stage that produces it")
+    return path
+
+
+def staging_dir(uri: str | Path) -> Path:
+    path = _local_path(uri)
+    return path.with_name(path.name + STAGING_SUFFIX)
+
+
+@contextlib.contextmanager
+def staged_output(uri: str | Path) -> Iterator[Path]:
+    """Yield a staging directory; publish it as the artifact only if the block succeeds and wrote a manifest."""
+    final = _local_path(uri)
+    if final.exists() and not final.is_dir():
+        raise SkddError(f"{uri}: output path exists and is not a directory")
+    stage = staging_dir(uri)
+    stage.mkdir(parents=True, exist_ok=True)
+    stale = stage / MANIFEST
+    if stale.exists():
+        stale.unlink()
+    yield stage
+    if not (stage / MANIFEST).is_file():
+        raise RuntimeError(f"stage finished without writing {MANIFEST} in {stage}")
+    publish(stage, final)
+
+
+def publish(stage: Path, final: Path) -> None:
+    """Swap the staging folder into place; checkpoints are dropped as the artifact is now complete."""
+    shutil.rmtree(stage / "checkpoints", ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(f"{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(stage, final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,43 @@
+"""Small real artifacts for stage tests: a tiny dataset written through the real ingest stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from skdd.cli import run_stage
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MNIST = SHARED / "datasets" / "mnist"
+
+TINY_PRETRAIN = ["g_width=8", "d_width=8", "batch_size=16", "device=cpu", "log_every=2"]
+TINY_DISTILL = ["pool_width=4", "pool_steps=2", "batch_size=16", "device=cpu", "log_every=2",
+                "pool=[convnet3, resnet10]"]
+
+
+def tiny_npz(path: Path, *, n_per_class: int = 12, classes: int = 10, size: int = 28, channels: int = 1,
+             seed: int = 0) -> Path:
+    """Class-dependent blobs so that a classifier can tell the classes apart."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = np.repeat(np.arange(classes), n)
+        x = rng.integers(0, 60, size=(len(y), size, size, channels), dtype=np.uint8)
+        for i, label in enumerate(y):
+            r = 2 + 2 * int(label)
+            x[i, r:r + 4, 4:size - 4, :] = 230
+        return (x[..., 0] if channels == 1 else x), y.astype(np.int64)
+
+    x_train, y_train = make(n_per_class)
+    x_test, y_test = make(max(2, n_per_class // 3))
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def ingest_tiny(tmp_path: Path, **kwargs) -> Path:
+    npz = tiny_npz(tmp_path / "tiny.npz", **kwargs)
+    out = tmp_path / "dataset"
+    run_stage("ingest", output=str(out), inputs={},
+              overrides=["source=npz", f"location={npz}", "name=tiny"])
+    return out

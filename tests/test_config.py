@@ -1,0 +1,67 @@
+"""Params are validated at the edge: each mistake is one line naming the key."""
+
+import pytest
+
+from skdd.config import load_stage_params, parse_overrides, params_hash
+from skdd.errors import SkddError
+from skdd.stages.distill import DistillParams
+from skdd.stages.pretrain import PretrainParams
+
+
+def write(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_file_values(tmp_path):
+    p = load_stage_params(PretrainParams, "pretrain", write(tmp_path, "pretrain:\n  steps: 7\n  lr: 1\n"))
+    assert p.steps == 7 and p.lr == 1.0 and isinstance(p.lr, float) and p.batch_size == 128
+
+
+def test_overrides_win_over_file(tmp_path):
+    p = load_stage_params(PretrainParams, "pretrain", write(tmp_path, "pretrain:\n  steps: 7\n"), ["steps=9"])
+    assert p.steps == 9
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("pretrain:\n  stpes: 3\n", "pretrain.stpes: unknown key"),
+    ("pretrain:\n  steps: three\n", "pretrain.steps: expected an integer"),
+    ("pretrain:\n  steps: 2.5\n", "pretrain.steps: expected an integer"),
+    ("pretrain:\n  steps: 0\n", "pretrain.steps: must be >= 1"),
+    ("pretrain:\n  lr: -1\n", "pretrain.lr: must be > 0"),
+    ("pretrain:\n  conditioning: sideways\n", "pretrain.conditioning: 'sideways' is not one of overwrite, concat"),
+    ("pretrain:\n  amp: 1\n", "pretrain.amp: expected true or false"),
+    ("pretrain: [1, 2]\n", "section 'pretrain' must be a mapping"),
+    ("pretrain:\n  steps: [\n", "not valid YAML"),
+])
+def test_bad_params_name_the_key(tmp_path, text, fragment):
+    with pytest.raises(SkddError) as err:
+        load_stage_params(PretrainParams, "pretrain", write(tmp_path, text))
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_distill_pool_and_augment_are_checked(tmp_path):
+    with pytest.raises(SkddError, match=r"distill.pool: unknown model 'lenet'"):
+        load_stage_params(DistillParams, "distill", None, ["pool=[convnet3, lenet]"])
+    with pytest.raises(SkddError, match=r"distill.match_augment"):
+        load_stage_params(DistillParams, "distill", None, ["match_augment=color_warp"])
+    with pytest.raises(SkddError, match=r"distill.loss"):
+        load_stage_params(DistillParams, "distill", None, ["loss=mse"])
+    p = load_stage_params(DistillParams, "distill", None, ["lambda_skd=0.1", "pool_width=null"])
+    assert p.lambda_skd == 0.1 and p.pool_width is None
+
+
+def test_missing_file_and_bad_override():
+    with pytest.raises(SkddError, match="params file not found"):
+        load_stage_params(PretrainParams, "pretrain", "/nonexistent/params.yaml")
+    with pytest.raises(SkddError, match="expected key=value"):
+        parse_overrides(["steps"])
+
+
+def test_params_hash_tracks_values():
+    a = load_stage_params(PretrainParams, "pretrain", None, ["steps=5"])
+    b = load_stage_params(PretrainParams, "pretrain", None, ["steps=5"])
+    c = load_stage_params(PretrainParams, "pretrain", None, ["steps=6"])
+    assert params_hash(a) == params_hash(b) != params_hash(c)
