@@ -9,7 +9,6 @@ adversarial loss for G only; then the critic takes its usual WGAN-GP step.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -25,9 +24,9 @@ from skdd.gan import load_gan, save_gan
 from skdd.losses import MATCH_LOSSES, match_loss
 from skdd.models import list_models
 from skdd.pool import ModelPool
-from skdd.progress import Progress
 from skdd.stages.common import load_dataset, open_input
 from skdd.stages.curves import write_curves
+from skdd.stages.loop import run_steps
 from skdd.stages.pretrain import gan_step
 
 PAPER_POOL = ["convnet3", "resnet10", "resnet18"]
@@ -128,6 +127,7 @@ class Distiller:
                           extra)
         if pool_loss is not None:
             losses["loss_pool"] = pool_loss
+            losses["pool"] = self.pool.current
         return losses
 
     def modules(self) -> dict:
@@ -138,6 +138,9 @@ class Distiller:
 
     def state_tensors(self) -> dict:
         return {**self.batcher.state_tensors("batcher"), **self.pool_batcher.state_tensors("pool_batcher")}
+
+    def meta(self) -> dict:
+        return self.pool.meta()
 
     def resume(self, ckpt) -> None:
         self.pool.rebuild(ckpt.meta)
@@ -176,31 +179,11 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
     phash = params_hash(params)
 
     with storage.staged_output(output) as stage:
-        ckpts = ckpt_mod.Checkpointer(stage / "checkpoints", phash)
-        start, curves = 0, []
-        resumed = ckpts.latest()
-        if resumed is not None:
-            distiller.resume(resumed)
-            start, curves = resumed.step, resumed.meta["curves"]
-            print(f"distill: resuming from step {start} ({stage / 'checkpoints'})")
-        elif ckpts.stale():
-            print("distill: params changed since the last checkpoint; starting fresh")
-            ckpts.clear()
         g.train()
         d.train()
-        t0 = time.perf_counter()
-        progress = Progress(params.steps, f"distill[{params.loss}]", start=start, every=params.log_every,
-                            images_per_step=params.batch_size)
-        for step in range(start + 1, params.steps + 1):
-            losses = distiller.step()
-            if step % params.log_every == 0 or step == params.steps:
-                pool_name = {"pool": distiller.pool.current} if distiller.matching else {}
-                curves.append({"step": step, **losses, **pool_name})
-            progress.update(step, **losses)
-            if step % params.checkpoint_every == 0 and step < params.steps:
-                ckpts.save(step, distiller.modules(), distiller.optimizers(), tensors=distiller.state_tensors(),
-                           meta={"curves": curves, **distiller.pool.meta()})
-        elapsed = time.perf_counter() - t0
+        curves, elapsed = run_steps(distiller, name=f"distill[{params.loss}]", stage=stage, params_hash=phash,
+                                    steps=params.steps, log_every=params.log_every,
+                                    checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size)
         save_gan(stage, spec, g, d, opt_g, opt_d)
         write_curves(stage / "curves.csv", curves)
         final = curves[-1] if curves else {}

@@ -6,7 +6,6 @@ labels for its fake batch, as DiM does, so the auxiliary classifier sees every c
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +18,9 @@ from skdd.errors import SkddError
 from skdd.device import DEVICES, autocast, prepare_module, resolve_device, seed_everything
 from skdd.gan import GanSpec, noise, save_gan
 from skdd.losses import discriminator_loss, generator_adv_loss
-from skdd.progress import Progress
 from skdd.stages.common import load_dataset
 from skdd.stages.curves import write_curves
+from skdd.stages.loop import run_steps
 
 
 @dataclass
@@ -72,6 +71,42 @@ def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, 
     return out
 
 
+class Pretrainer:
+    """GAN pretraining one step at a time (the loop, checkpoints and artifacts live elsewhere)."""
+
+    def __init__(self, params: PretrainParams, spec: GanSpec, train, device: torch.device):
+        self.params, self.spec, self.train, self.device = params, spec, train, device
+        g, d = spec.build()
+        self.g, self.d = prepare_module(g, device).train(), prepare_module(d, device).train()
+        betas = (params.beta1, params.beta2)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr, betas=betas)
+        self.batcher = EpochBatcher(len(train), params.batch_size, device)
+        self.pixels = Pixels(spec.mean, spec.std, device)
+
+    def step(self) -> dict:
+        idx = self.batcher.next()
+        x, y = self.pixels.gan(self.train.images[idx]), self.train.labels[idx]
+        return gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, self.params.gp_weight,
+                        self.device, self.params.amp)
+
+    def modules(self) -> dict:
+        return {"g": self.g, "d": self.d}
+
+    def optimizers(self) -> dict:
+        return {"g": self.opt_g, "d": self.opt_d}
+
+    def state_tensors(self) -> dict:
+        return self.batcher.state_tensors("batcher")
+
+    def meta(self) -> dict:
+        return {}
+
+    def resume(self, ckpt) -> None:
+        ckpt_mod.restore(ckpt, self.modules(), self.optimizers())
+        self.batcher.load_state_tensors(ckpt.tensors, "batcher")
+
+
 def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
     device = resolve_device(params.device)
     seed_everything(params.seed, device)
@@ -84,42 +119,13 @@ def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
                    d_width=params.d_width, z_dim=params.z_dim, conditioning=params.conditioning,
                    classes=list(train.classes), dataset=data.name,
                    mean=list(data.info["mean"]), std=list(data.info["std"]))
-    g, d = spec.build()
-    g, d = prepare_module(g, device), prepare_module(d, device)
-    opt_g = torch.optim.Adam(g.parameters(), lr=params.lr, betas=(params.beta1, params.beta2))
-    opt_d = torch.optim.Adam(d.parameters(), lr=params.lr, betas=(params.beta1, params.beta2))
-    batcher = EpochBatcher(len(train), params.batch_size, device)
-    pixels = Pixels(spec.mean, spec.std, device)
+    trainer = Pretrainer(params, spec, train, device)
     phash = params_hash(params)
-
     with storage.staged_output(output) as stage:
-        ckpts = ckpt_mod.Checkpointer(stage / "checkpoints", phash)
-        start, curves = 0, []
-        resumed = ckpts.latest()
-        if resumed is not None:
-            ckpt_mod.restore(resumed, {"g": g, "d": d}, {"g": opt_g, "d": opt_d})
-            batcher.load_state_tensors(resumed.tensors, "batcher")
-            start, curves = resumed.step, resumed.meta["curves"]
-            print(f"pretrain: resuming from step {start} ({stage / 'checkpoints'})")
-        elif ckpts.stale():
-            print("pretrain: params changed since the last checkpoint; starting fresh")
-            ckpts.clear()
-        g.train()
-        d.train()
-        t0 = time.perf_counter()
-        progress = Progress(params.steps, "pretrain", start=start, every=params.log_every,
-                            images_per_step=params.batch_size)
-        for step in range(start + 1, params.steps + 1):
-            idx = batcher.next()
-            x, y = pixels.gan(train.images[idx]), train.labels[idx]
-            losses = gan_step(g, d, opt_g, opt_d, x, y, spec, params.gp_weight, device, params.amp)
-            if step % params.log_every == 0 or step == params.steps:
-                curves.append({"step": step, **losses})
-            progress.update(step, **losses)
-            if step % params.checkpoint_every == 0 and step < params.steps:
-                ckpts.save(step, {"g": g, "d": d}, {"g": opt_g, "d": opt_d},
-                           tensors=batcher.state_tensors("batcher"), meta={"curves": curves})
-        elapsed = time.perf_counter() - t0
+        curves, elapsed = run_steps(trainer, name="pretrain", stage=stage, params_hash=phash, steps=params.steps,
+                                    log_every=params.log_every, checkpoint_every=params.checkpoint_every,
+                                    images_per_step=params.batch_size)
+        g, d, opt_g, opt_d = trainer.g, trainer.d, trainer.opt_g, trainer.opt_d
         save_gan(stage, spec, g, d, opt_g, opt_d)
         write_curves(stage / "curves.csv", curves)
         final = curves[-1] if curves else {}

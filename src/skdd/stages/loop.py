@@ -1,0 +1,46 @@
+"""The checkpointed step loop shared by `pretrain` and `distill` (nanoGPT's single resume switch:
+re-running the same command with the same params resumes; other params start fresh)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from skdd import checkpoint as ckpt_mod
+from skdd.progress import Progress
+
+
+class Trainable(Protocol):
+    def step(self) -> dict[str, float]: ...
+    def modules(self) -> dict: ...
+    def optimizers(self) -> dict: ...
+    def state_tensors(self) -> dict: ...
+    def meta(self) -> dict[str, Any]: ...
+    def resume(self, ckpt: ckpt_mod.Checkpoint) -> None: ...
+
+
+def run_steps(trainer: Trainable, *, name: str, stage: Path, params_hash: str, steps: int, log_every: int,
+              checkpoint_every: int, images_per_step: int) -> tuple[list[dict], float]:
+    """Run steps 1..`steps`, resuming from the newest checkpoint; returns the logged curves and wall time."""
+    ckpts = ckpt_mod.Checkpointer(stage / "checkpoints", params_hash)
+    start, curves = 0, []
+    resumed = ckpts.latest()
+    if resumed is not None:
+        trainer.resume(resumed)
+        start, curves = resumed.step, resumed.meta["curves"]
+        print(f"{name}: resuming from step {start} ({stage / 'checkpoints'})", flush=True)
+    elif ckpts.stale():
+        print(f"{name}: params changed since the last checkpoint; starting fresh", flush=True)
+        ckpts.clear()
+    t0 = time.perf_counter()
+    progress = Progress(steps, name, start=start, every=log_every, images_per_step=images_per_step)
+    for step in range(start + 1, steps + 1):
+        losses = trainer.step()
+        if step % log_every == 0 or step == steps:
+            curves.append({"step": step, **losses})
+        progress.update(step, **{k: v for k, v in losses.items() if isinstance(v, float)})
+        if step % checkpoint_every == 0 and step < steps:
+            ckpts.save(step, trainer.modules(), trainer.optimizers(), tensors=trainer.state_tensors(),
+                       meta={"curves": curves, **trainer.meta()})
+    return curves, time.perf_counter() - t0
