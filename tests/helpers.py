@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 import numpy as np
 
 from skdd.cli import run_stage
+from skdd.storage import staging_dir
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MNIST = SHARED / "datasets" / "mnist"
@@ -41,3 +49,26 @@ def ingest_tiny(tmp_path: Path, **kwargs) -> Path:
     run_stage("ingest", output=str(out), inputs={},
               overrides=["source=npz", f"location={npz}", "name=tiny"])
     return out
+
+
+def kill_after_checkpoint(cmd: list[str], out: Path, min_step: int, timeout: float = 240, env: dict | None = None) -> None:
+    """Start the stage, SIGKILL it once a checkpoint at >= min_step exists, and check it had not finished."""
+    ckdir = staging_dir(out) / "checkpoints"
+    env = env or {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            steps = [int(p.name.split("-")[1]) for p in ckdir.glob("step-*")] if ckdir.is_dir() else []
+            if steps and max(steps) >= min_step:
+                break
+            assert proc.poll() is None, "stage finished before it could be killed"
+            time.sleep(0.02)
+        else:
+            pytest.fail("no checkpoint appeared in time")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (out / "manifest.json").exists(), "killed run must not leave a complete-looking artifact"

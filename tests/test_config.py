@@ -19,6 +19,11 @@ def test_defaults_and_file_values(tmp_path):
     assert p.steps == 7 and p.lr == 1.0 and isinstance(p.lr, float) and p.batch_size == 128
 
 
+def test_exponent_without_dot_is_a_number(tmp_path):
+    p = load_stage_params(PretrainParams, "pretrain", write(tmp_path, "pretrain:\n  lr: 2e-4\n"), ["gp_weight=1e1"])
+    assert p.lr == 2e-4 and p.gp_weight == 10.0
+
+
 def test_overrides_win_over_file(tmp_path):
     p = load_stage_params(PretrainParams, "pretrain", write(tmp_path, "pretrain:\n  steps: 7\n"), ["steps=9"])
     assert p.steps == 9
@@ -65,3 +70,18 @@ def test_params_hash_tracks_values():
     b = load_stage_params(PretrainParams, "pretrain", None, ["steps=5"])
     c = load_stage_params(PretrainParams, "pretrain", None, ["steps=6"])
     assert params_hash(a) == params_hash(b) != params_hash(c)
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+PROFILES = sorted([ROOT / "params.yaml", *(ROOT / "params").glob("*.yaml")])
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
+def test_every_profile_validates_for_every_stage(profile):
+    from skdd.cli import STAGES, stage_entry
+    from skdd.config import read_params_file
+    sections = read_params_file(profile)
+    for stage in STAGES:
+        params_cls, _, _ = stage_entry(stage)
+        assert stage in sections, f"{profile.name} has no '{stage}' section"
+        load_stage_params(params_cls, stage, profile)

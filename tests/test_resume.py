@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from safetensors.torch import load_file
 from skdd.cli import run_stage
 from skdd.storage import staging_dir
 
-from helpers import TINY_DISTILL, TINY_PRETRAIN, ingest_tiny
+from helpers import TINY_DISTILL, TINY_PRETRAIN, ingest_tiny, kill_after_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -27,29 +25,6 @@ def skdd_cmd(stage: str, out: Path, inputs: dict[str, Path], overrides: list[str
     for item in overrides:
         cmd += ["--set", item]
     return cmd
-
-
-def kill_after_checkpoint(cmd: list[str], out: Path, min_step: int, timeout: float = 240) -> None:
-    """Start the stage, SIGKILL it once a checkpoint at >= min_step exists, and check it had not finished."""
-    ckdir = staging_dir(out) / "checkpoints"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            steps = [int(p.name.split("-")[1]) for p in ckdir.glob("step-*")] if ckdir.is_dir() else []
-            if steps and max(steps) >= min_step:
-                break
-            assert proc.poll() is None, "stage finished before it could be killed"
-            time.sleep(0.02)
-        else:
-            pytest.fail("no checkpoint appeared in time")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert not (out / "manifest.json").exists(), "killed run must not leave a complete-looking artifact"
 
 
 def run_cli(cmd: list[str]) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ from skdd.cli import main, run_stage
 from skdd.data.parquet import read_shards
 from skdd.errors import SkddError
 
-from helpers import MNIST, TINY_DISTILL, TINY_PRETRAIN, ingest_tiny, tiny_npz
+from helpers import MNIST, TINY_DISTILL, TINY_PRETRAIN, ingest_tiny
 
 pytestmark = pytest.mark.integration
 

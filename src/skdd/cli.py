@@ -22,6 +22,10 @@ STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "pretrain": ("skdd.stages.pretrain", "PretrainParams", ("dataset",)),
     "distill": ("skdd.stages.distill", "DistillParams", ("dataset", "gan")),
     "sample": ("skdd.stages.sample", "SampleParams", ("gan",)),
+    "select": ("skdd.stages.subset", "SelectParams", ("dataset",)),
+    "evaluate": ("skdd.stages.evaluate", "EvaluateParams", ("dataset", "synthetic")),
+    "report": ("skdd.stages.report", "ReportParams", ()),
+    "export": ("skdd.stages.export", "ExportParams", ("synthetic",)),
 }
 
 
@@ -57,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--section", default=None, help=f"section of the params file (default: {stage})")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one param (repeatable)")
+    # `skdd export --format X` is shorthand for `--set format=X` (validated with the other params)
+    sub.choices["export"].add_argument("--format", dest="overrides", action="append", type=lambda v: f"format={v}",
+                                       metavar="{imagefolder,tensors,both}", help="what to write (default: both)")
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from skdd.errors import SkddError
 
 T = TypeVar("T")
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def param(default: Any, *, choices: tuple | None = None, ge: float | None = None, gt: float | None = None,
@@ -57,6 +59,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise SkddError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
         return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if tp is float:
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)   # PyYAML reads `2e-4` (no dot) as a string; users mean the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SkddError(f"{key}: expected a number, got {value!r}")
         return float(value)
