@@ -97,14 +97,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--pretrain-batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating full/stripped timings, fastest kept")
     ap.add_argument("--no-amp", action="store_true")
     args = ap.parse_args()
     device = resolve_device(args.device)
     seed_everything(0, device)
     amp = not args.no_amp
     train = fake_dataset(args.dataset, 2048, device)
-    results = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "amp_bf16": amp and device.type == "cuda", **vars(args)}
+    results = {**vars(args), "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "amp_bf16": amp and device.type == "cuda"}
 
     spec, g, d, opt_g, opt_d = build(args, device)
     pixels = Pixels(spec.mean, spec.std, device)
@@ -121,9 +122,12 @@ def main() -> None:
         params = from_dict(DistillParams, {"batch_size": args.batch, "pool": [arch], "pool_width": args.pool_width,
                                            "pool_steps": args.pool_steps, "amp": amp}, "distill")
         distiller = Distiller(params, spec, g, d, opt_g, opt_d, train, device, lam=0.01)
-        full = timed(distiller.step, args.steps, device)
-        with stripped(distiller):
-            bare = timed(distiller.step, args.steps, device)
+        fulls, bares = [], []
+        for _ in range(args.repeats):   # alternate and keep the fastest of each: CPU timings are noisy
+            fulls.append(timed(distiller.step, args.steps, device))
+            with stripped(distiller):
+                bares.append(timed(distiller.step, args.steps, device))
+        full, bare = min(fulls), min(bares)
         # images through a model per step: pool training + real/syn matching + G and D passes
         images = args.batch * (args.pool_steps + 2) + args.batch * 3
         results[f"distill[{arch}]"] = {
