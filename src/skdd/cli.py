@@ -64,11 +64,23 @@ def _parser() -> argparse.ArgumentParser:
     # `skdd export --format X` is shorthand for `--set format=X` (validated with the other params)
     sub.choices["export"].add_argument("--format", dest="overrides", action="append", type=lambda v: f"format={v}",
                                        metavar="{imagefolder,tensors,both}", help="what to write (default: both)")
+    lin = sub.add_parser("lineage", help="show or verify an artifact's ancestry")
+    lin.add_argument("action", choices=("show", "verify"))
+    lin.add_argument("uri", help="an artifact (local folder)")
+    lin.add_argument("--json", action="store_true", help="machine-readable tree")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "lineage":
+        from skdd import audit
+
+        try:
+            return audit.main(args.action, args.uri, args.json)
+        except SkddError as exc:
+            print(f"skdd lineage: error: {exc}", file=sys.stderr)
+            return 2
     try:
         params_file = args.params
         if params_file is None and Path("params.yaml").is_file():
