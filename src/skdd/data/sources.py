@@ -4,22 +4,15 @@
 files it read (the caller hashes them for the lineage record). Every problem with the input (missing,
 truncated, corrupt, inconsistent, unsafe) raises `SkddError` with one line naming the file.
 
-Safety: nothing is ever extracted to disk. Archives are read as streams, and any member whose path
-leaves the archive root (absolute, `..`) or that is a link or special file makes the whole archive
-refused. CIFAR's python batches are pickles by format; they are read with an unpickler that only
-builds plain data and uint8 numpy arrays and refuses every other global.
+Safety lives beside this module: `archives.py` reads tarballs in memory and refuses members that would
+leave the archive; `cifar_pickle.py` unpickles CIFAR's batches admitting only numpy arrays and plain data.
 """
 
 from __future__ import annotations
 
-import bz2
-import codecs
 import gzip
 import io
-import lzma
-import pickle
 import struct
-import tarfile
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -29,7 +22,9 @@ import torch
 from PIL import Image
 
 from skdd.data.dataset import ImageDataset, Splits
-from skdd.errors import SkddError
+from skdd.data.archives import iter_tar_files
+from skdd.data.cifar_pickle import cifar_batch, cifar_meta
+from skdd.errors import SkddError, one_line
 
 KINDS = ("idx", "cifar-python", "imagefolder", "npz", "torchvision")
 TORCHVISION_NAMES = ("mnist", "fashion-mnist", "cifar10")
@@ -70,10 +65,6 @@ def read_source(kind: str, location: str, *, name: str | None = None) -> tuple[S
     return splits, files
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
 
 def _dataset(images: np.ndarray, labels: np.ndarray, classes: list[str]) -> ImageDataset:
     """Wrap numpy arrays (images uint8 [N,C,H,W]) as an ImageDataset of owned, contiguous tensors."""
@@ -113,12 +104,12 @@ def read_idx_file(path: Path, ndim: int) -> np.ndarray:
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise SkddError(f"{path}: cannot read: {_one_line(err)}") from None
+        raise SkddError(f"{path}: cannot read: {one_line(err)}") from None
     if path.suffix == ".gz":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as err:
-            raise SkddError(f"{path}: corrupt gzip data ({_one_line(err)})") from None
+            raise SkddError(f"{path}: corrupt gzip data ({one_line(err)})") from None
     expected_magic = 0x00000800 | ndim
     if len(raw) < 4:
         raise SkddError(f"{path}: truncated IDX file ({len(raw)} bytes, no header)")
@@ -167,79 +158,6 @@ def _read_idx_source(path: Path, name: str | None) -> tuple[Splits, list[Path]]:
 
 
 # ------------------------------------------------------------------------------------- archives
-def _member_parts(member: tarfile.TarInfo, archive: Path) -> tuple[str, ...]:
-    """The member's path parts; refuse one that could leave the archive root: absolute, `..`, link, special."""
-    name = member.name
-    parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
-    if name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
-        raise SkddError(f"{archive}: refusing archive member {name!r}: its path leaves the archive root")
-    if member.issym() or member.islnk():
-        raise SkddError(f"{archive}: refusing archive member {name!r}: links are not allowed ({member.linkname!r})")
-    if not (member.isreg() or member.isdir()):
-        raise SkddError(f"{archive}: refusing archive member {name!r}: not a regular file or folder")
-    return parts
-
-
-class _EndAwareTarInfo(tarfile.TarInfo):
-    """Records why tarfile stopped: only a zero block is a proper end (tarfile ignores the other causes)."""
-
-    @classmethod
-    def fromtarfile(cls, tf):
-        try:
-            return super().fromtarfile(tf)
-        except tarfile.HeaderError as err:
-            tf.skdd_stop = err
-            raise
-
-
-def _decompressed(raw) -> io.IOBase:
-    """A reader of the tar bytes inside `raw`: gzip/bzip2/xz by magic number, else `raw` itself.
-
-    These readers raise on a truncated stream and check gzip's CRC, which tarfile's own stream mode
-    does not (a cut-short .tar.gz would otherwise read as a smaller, valid archive).
-    """
-    magic = raw.read(6)
-    raw.seek(0)
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if magic[:3] == b"BZh":
-        return bz2.BZ2File(raw)
-    if magic == b"\xfd7zXZ\x00":
-        return lzma.LZMAFile(raw)
-    return raw
-
-
-def iter_tar_files(archive: Path, want: Callable[[tuple[str, ...]], bool]):
-    """Stream a tar archive front to back; yield (path parts, bytes) of the regular files `want` accepts.
-
-    Nothing is written to disk. Every member is checked (see `_member_parts`), so an unsafe member
-    anywhere refuses the archive; a damaged header, a missing end-of-archive block or a truncated or
-    corrupt compressed stream is an error too, not a silently shorter archive.
-    """
-    try:
-        with open(archive, "rb") as raw, _decompressed(raw) as stream:
-            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_EndAwareTarInfo) as tf:
-                for member in tf:
-                    parts = _member_parts(member, archive)
-                    if not member.isreg() or not want(parts):
-                        continue
-                    handle = tf.extractfile(member)
-                    data = handle.read() if handle is not None else b""
-                    if len(data) != member.size:
-                        raise SkddError(f"{archive}: member {member.name!r} is truncated")
-                    yield parts, data
-                stop = getattr(tf, "skdd_stop", None)
-                if not isinstance(stop, tarfile.EOFHeaderError):
-                    why = " ".join(str(stop).split()) if stop else "no end-of-archive block"
-                    raise SkddError(f"{archive}: truncated or damaged tar archive at byte {tf.offset} ({why})")
-            while stream.read(1 << 20):  # to the end, so a cut-short or corrupt compressed stream is noticed
-                pass
-    except SkddError:
-        raise
-    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as err:
-        raise SkddError(f"{archive}: corrupt or unreadable archive ({_one_line(err)})") from None
-
-
 def _is_archive(path: Path) -> bool:
     return path.is_file() and path.name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"))
 
@@ -247,99 +165,6 @@ def _is_archive(path: Path) -> bool:
 # ------------------------------------------------------------------------------------ cifar-python
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_FILES = _CIFAR_TRAIN + ("test_batch", "batches.meta")
-
-
-def _np_reconstruct() -> Callable:
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-def _safe_dtype(*args):
-    dtype = np.dtype(*args)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError(f"object dtype {dtype} is not allowed")
-    return dtype
-
-
-def _safe_encode(text, encoding="utf-8"):
-    # What Python 3 writes for `bytes` at pickle protocol 2: _codecs.encode(str, "latin1").
-    if not isinstance(text, str) or codecs.lookup(encoding).name not in ("latin-1", "iso8859-1", "utf-8"):
-        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not allowed")
-    return codecs.encode(text, encoding)
-
-
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct(),
-    ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct(),
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): _safe_dtype,
-    ("_codecs", "encode"): _safe_encode,
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Builds dicts, lists, str, bytes, ints and uint8 numpy arrays; refuses any other global."""
-
-    def __init__(self, data: bytes, where: str):
-        super().__init__(io.BytesIO(data), encoding="bytes")
-        self._where = where
-
-    def find_class(self, module: str, name: str):
-        found = _ALLOWED_GLOBALS.get((module, name))
-        if found is None:
-            raise SkddError(
-                f"{self._where}: refusing to unpickle global {module}.{name} (only plain data and numpy arrays allowed)"
-            )
-        return found
-
-    def persistent_load(self, pid):
-        raise SkddError(f"{self._where}: refusing to unpickle a persistent id")
-
-
-def load_cifar_pickle(data: bytes, where: str):
-    """Restricted unpickling of one CIFAR python batch; `where` names the file in errors."""
-    try:
-        return _RestrictedUnpickler(data, where).load()
-    except SkddError:
-        raise
-    except Exception as err:  # noqa: BLE001 - anything a malformed pickle throws is a corrupt input
-        raise SkddError(f"{where}: not a valid CIFAR python batch ({_one_line(err)})") from None
-
-
-def _key(d: dict, key: str, where: str):
-    for k in (key.encode(), key):
-        if k in d:
-            return d[k]
-    raise SkddError(f"{where}: missing key {key!r}")
-
-
-def _cifar_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    batch = load_cifar_pickle(data, where)
-    if not isinstance(batch, dict):
-        raise SkddError(f"{where}: expected a dict, got {type(batch).__name__}")
-    images, labels = _key(batch, "data", where), _key(batch, "labels", where)
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072:
-        got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
-        raise SkddError(f"{where}: 'data' must be a uint8 array [N, 3072], got {got}")
-    if not isinstance(labels, (list, np.ndarray)) or not all(isinstance(v, (int, np.integer)) for v in labels):
-        raise SkddError(f"{where}: 'labels' must be a list of integers")
-    labels_arr = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if labels_arr.shape[0] != images.shape[0]:
-        raise SkddError(f"{where}: {labels_arr.shape[0]} labels for {images.shape[0]} images")
-    return images.reshape(-1, 3, 32, 32), labels_arr
-
-
-def _cifar_meta(data: bytes, where: str) -> list[str]:
-    meta = load_cifar_pickle(data, where)
-    if not isinstance(meta, dict):
-        raise SkddError(f"{where}: expected a dict, got {type(meta).__name__}")
-    names = _key(meta, "label_names", where)
-    if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
-        raise SkddError(f"{where}: 'label_names' must be a list of strings")
-    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
 
 
 def _read_cifar_source(path: Path, name: str | None) -> tuple[Splits, list[Path]]:
@@ -368,9 +193,9 @@ def _read_cifar_source(path: Path, name: str | None) -> tuple[Splits, list[Path]
         where = {f: f"{path}:{f}" for f in _CIFAR_FILES}
     else:
         raise SkddError(f"cifar-python source {path}: expected cifar-10-batches-py/, its parent, or its .tar.gz")
-    classes = _cifar_meta(blobs["batches.meta"], where["batches.meta"])
-    parts = [_cifar_batch(blobs[f], where[f]) for f in _CIFAR_TRAIN]
-    test_x, test_y = _cifar_batch(blobs["test_batch"], where["test_batch"])
+    classes = cifar_meta(blobs["batches.meta"], where["batches.meta"])
+    parts = [cifar_batch(blobs[f], where[f]) for f in _CIFAR_TRAIN]
+    test_x, test_y = cifar_batch(blobs["test_batch"], where["test_batch"])
     train = _dataset(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), classes)
     return Splits(train=train, test=_dataset(test_x, test_y, classes)), files
 
@@ -414,7 +239,7 @@ def decode_images(items: list[tuple[str, bytes | Path]], where: str) -> np.ndarr
         except SkddError:
             raise
         except Exception as err:  # noqa: BLE001 - Pillow raises many types for a bad image
-            raise SkddError(f"{where}: cannot decode image {label} ({_one_line(err)})") from None
+            raise SkddError(f"{where}: cannot decode image {label} ({one_line(err)})") from None
         out[i] = pixels.reshape(out.shape[1:])
     if out is None:
         raise SkddError(f"{where}: no images")
@@ -561,7 +386,7 @@ def _read_npz_source(path: Path, name: str | None) -> tuple[Splits, list[Path]]:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception as err:  # noqa: BLE001 - zip/format/pickle refusals all mean a bad file
-        raise SkddError(f"{where}: cannot read .npz ({_one_line(err)})") from None
+        raise SkddError(f"{where}: cannot read .npz ({one_line(err)})") from None
     for key in ("x_train", "y_train"):
         if key not in arrays:
             raise SkddError(f"{where}: missing array {key!r} (has {sorted(arrays)})")
@@ -619,14 +444,14 @@ def _read_torchvision(root: Path, name: str | None) -> tuple[Splits, list[Path]]
                         download_url(f"{mirror}{filename}", str(raw), filename, md5)
                         break
                     except Exception as err:  # noqa: BLE001 - try the next mirror
-                        errors.append(_one_line(err))
+                        errors.append(one_line(err))
                 else:
                     raise RuntimeError(f"{filename}: " + "; ".join(errors))
             target = raw
     except SkddError:
         raise
     except Exception as err:  # noqa: BLE001 - network, disk, checksum: one line for the user
-        raise SkddError(f"torchvision download of {name} into {root} failed: {_one_line(err)}") from None
+        raise SkddError(f"torchvision download of {name} into {root} failed: {one_line(err)}") from None
     if name == "cifar10":
         return _read_cifar_source(target, name)
     return _read_idx_source(target, name)
