@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@cat artifacts/report/report.md
 
 test: setup
 	$(BIN)/python -m pytest -q
