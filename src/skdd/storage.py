@@ -9,7 +9,11 @@ An artifact is complete exactly when its `manifest.json` exists, and the manifes
 Locally the staging folder `<out>.partial/` sits beside the output and is renamed into place, so
 a crash leaves either the previous output or nothing. The staging folder also holds checkpoints,
 which is why it is not a random temp dir: a re-run finds them and resumes.
-Only local paths are implemented here; `s3://` URIs get a clear error until the S3 backend lands.
+
+`s3://bucket/prefix` URIs (see `skdd.s3`) use the local cache `<cache>/<bucket>/<prefix>`:
+`input_dir` downloads a complete artifact there; `staged_output` stages in `<cached>.partial/`
+(so checkpoints survive a crash) and on success uploads every file and the manifest last, then
+keeps the published copy as the cache. A failed upload leaves no manifest in the bucket.
 """
 
 from __future__ import annotations
@@ -26,18 +30,30 @@ MANIFEST = "manifest.json"
 STAGING_SUFFIX = ".partial"
 
 
+def _is_s3(uri: str | Path) -> bool:
+    return str(uri).startswith("s3://")
+
+
 def _local_path(uri: str | Path) -> Path:
     text = str(uri)
+    if _is_s3(text):
+        from skdd import s3
+
+        return s3.cache_dir(text)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         if scheme == "file":
             return Path(text[len("file://"):])
-        raise SkddError(f"{text}: storage scheme '{scheme}://' is not supported (use a local path)")
+        raise SkddError(f"{text}: storage scheme '{scheme}://' is not supported (use a local path or s3://)")
     return Path(text)
 
 
 def input_dir(uri: str | Path) -> Path:
     """A local directory with a complete artifact; raises if missing or incomplete."""
+    if _is_s3(uri):
+        from skdd import s3
+
+        return s3.download(str(uri))
     path = _local_path(uri)
     if not path.exists():
         raise SkddError(f"{uri}: input artifact not found")
@@ -67,6 +83,10 @@ def staged_output(uri: str | Path) -> Iterator[Path]:
     yield stage
     if not (stage / MANIFEST).is_file():
         raise RuntimeError(f"stage finished without writing {MANIFEST} in {stage}")
+    if _is_s3(uri):
+        from skdd import s3
+
+        s3.upload(stage, str(uri))  # raises SkddError and keeps the staging folder (and checkpoints) on failure
     publish(stage, final)
 
 

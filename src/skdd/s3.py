@@ -1,0 +1,279 @@
+"""The S3 backend of the artifact store (`s3://bucket/prefix`), used only through `skdd.storage`.
+
+An artifact is the set of objects under `prefix/`; it is complete exactly when `prefix/manifest.json`
+exists. Uploads therefore delete any old manifest first, then upload every file, then drop objects
+left over from an older artifact, and upload the manifest last: a failure at any point leaves no
+manifest, so the artifact reads as incomplete. Downloads refuse a prefix without a manifest.
+
+Configuration comes from the environment:
+  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or any source of boto3's usual credential chain),
+  AWS_REGION or AWS_DEFAULT_REGION (default us-east-1),
+  SKDD_S3_ENDPOINT_URL or AWS_ENDPOINT_URL (an S3-compatible server; path-style addressing),
+  SKDD_S3_MAX_ATTEMPTS (default 5, botocore "standard" retries with backoff),
+  SKDD_S3_CONNECT_TIMEOUT / SKDD_S3_READ_TIMEOUT (seconds; defaults 5 and 60),
+  SKDD_CACHE (local cache root; default ~/.cache/skdd/s3), artifacts cached at <root>/<bucket>/<prefix>.
+Every failure becomes a one-line `SkddError` naming the URI; secrets are never part of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skdd.errors import SkddError
+
+MANIFEST = "manifest.json"  # same as skdd.storage.MANIFEST (storage imports this module)
+MIB = 1 << 20
+MULTIPART_THRESHOLD = 8 * MIB
+MULTIPART_CHUNKSIZE = 8 * MIB
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    bucket: str
+    prefix: str  # no leading or trailing slash, never empty
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}"
+
+
+def is_s3(uri: object) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def parse(uri: str | object) -> S3Uri:
+    text = str(uri)
+    if not text.startswith("s3://"):
+        raise SkddError(f"{text}: not an s3:// URI")
+    bucket, _, prefix = text[len("s3://"):].partition("/")
+    prefix = prefix.strip("/")
+    if not bucket:
+        raise SkddError(f"{text}: S3 URI has no bucket (use s3://bucket/prefix)")
+    if not prefix:
+        raise SkddError(f"{text}: S3 URI has no prefix (use s3://bucket/prefix; an artifact is never a whole bucket)")
+    if any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise SkddError(f"{text}: S3 prefix has an empty, '.' or '..' component")
+    return S3Uri(bucket, prefix)
+
+
+# --- local cache -----------------------------------------------------------------------------
+
+def cache_root() -> Path:
+    root = os.environ.get("SKDD_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "skdd" / "s3"
+
+
+def cache_dir(uri: str | S3Uri) -> Path:
+    """Where an artifact is cached locally: <cache root>/<bucket>/<prefix>."""
+    s3uri = uri if isinstance(uri, S3Uri) else parse(uri)
+    return cache_root() / s3uri.bucket / Path(*s3uri.prefix.split("/"))
+
+
+# --- client ----------------------------------------------------------------------------------
+
+def _env_number(name: str, default: float, kind: type = float) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SkddError(f"{name}={raw!r}: expected a number") from None
+    if value <= 0:
+        raise SkddError(f"{name}={raw!r}: must be positive")
+    return value
+
+
+def endpoint_url() -> str | None:
+    return os.environ.get("SKDD_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def client(uri: str | S3Uri = "s3://", **overrides: Any):
+    """A boto3 S3 client from the environment (path-style, standard retries, bounded timeouts).
+
+    `overrides` (connect_timeout, read_timeout, max_attempts) win over the SKDD_S3_* variables.
+    """
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session()
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise SkddError(f"{uri}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or session.region_name or "us-east-1"
+    config = Config(
+        s3={"addressing_style": "path"},
+        retries={"mode": "standard",
+                 "max_attempts": int(overrides.get("max_attempts") or _env_number("SKDD_S3_MAX_ATTEMPTS", 5, int))},
+        connect_timeout=overrides.get("connect_timeout") or _env_number("SKDD_S3_CONNECT_TIMEOUT", 5),
+        read_timeout=overrides.get("read_timeout") or _env_number("SKDD_S3_READ_TIMEOUT", 60),
+        # Plain checksums only: some S3-compatible servers reject the newer default trailing checksums.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    try:
+        return session.client("s3", region_name=region, endpoint_url=endpoint_url(), config=config)
+    except Exception as exc:  # noqa: BLE001 - e.g. a malformed endpoint URL
+        raise _error(uri, "client setup", exc) from None
+
+
+def transfer_config():
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNKSIZE,
+                          max_concurrency=4)
+
+
+def _scrub(text: str) -> str:
+    """Drop anything secret-looking from a message, and keep it to one line."""
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        secret = os.environ.get(name)
+        if secret:
+            text = text.replace(secret, "***")
+    return " ".join(text.split())
+
+
+def _error(uri: object, action: str, exc: BaseException) -> SkddError:
+    """One readable line: URI, what was being done, and why (classified where we can)."""
+    from botocore import exceptions as bce
+
+    code = ""
+    if isinstance(exc, bce.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+    else:  # boto3's transfer wrappers (S3UploadFailedError) carry the ClientError text only
+        for known in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AccessDenied"):
+            if known in str(exc):
+                code = known
+                break
+    endpoint = endpoint_url() or "the default AWS endpoint"
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId", "AuthorizationHeaderMalformed"):
+        reason = f"credentials rejected by {endpoint} ({code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    elif code in ("AccessDenied", "403"):
+        reason = f"access denied by {endpoint}"
+    elif code == "NoSuchBucket":
+        reason = f"bucket does not exist on {endpoint}"
+    elif isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
+        reason = "no usable S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+    elif isinstance(exc, (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ConnectionClosedError,
+                          bce.ReadTimeoutError)) or "Could not connect" in str(exc) or "timeout" in str(exc).lower():
+        reason = f"cannot reach S3 endpoint {endpoint} ({type(exc).__name__})"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return SkddError(_scrub(f"{uri}: S3 {action} failed: {reason}"))
+
+
+def _list(cli: Any, s3uri: S3Uri) -> dict[str, int]:
+    """key -> size for every object under the prefix (as a folder: `prefix/`)."""
+    found: dict[str, int] = {}
+    paginator = cli.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=s3uri.bucket, Prefix=s3uri.prefix + "/"):
+        for obj in page.get("Contents", []):
+            found[obj["Key"]] = obj["Size"]
+    return found
+
+
+# --- download --------------------------------------------------------------------------------
+
+def _cache_matches(local: Path, manifest_bytes: bytes, sizes: dict[str, int]) -> bool:
+    try:
+        if (local / MANIFEST).read_bytes() != manifest_bytes:
+            return False
+    except OSError:
+        return False
+    return all((local / rel).is_file() and (local / rel).stat().st_size == size for rel, size in sizes.items())
+
+
+def download(uri: str, **client_overrides: Any) -> Path:
+    """Fetch a complete artifact into the local cache and return that folder.
+
+    A cached copy whose manifest and file sizes match the remote one is reused as is (content is
+    re-hashed by `lineage.verify_artifact` where a stage needs it).
+    """
+    s3uri = parse(uri)
+    local = cache_dir(s3uri)
+    cli = client(s3uri, **client_overrides)
+    try:
+        objects = _list(cli, s3uri)
+        manifest_key = s3uri.key(MANIFEST)
+        if manifest_key not in objects:
+            if objects:
+                raise SkddError(f"{s3uri}: incomplete artifact (no {MANIFEST}); re-run the stage that produces it")
+            raise SkddError(f"{s3uri}: input artifact not found")
+        manifest_bytes = cli.get_object(Bucket=s3uri.bucket, Key=manifest_key)["Body"].read()
+        files = {key[len(s3uri.prefix) + 1:]: size for key, size in objects.items() if key != manifest_key}
+        if _cache_matches(local, manifest_bytes, files):
+            return local
+        tmp = local.with_name(f"{local.name}.download-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        config = transfer_config()
+        for rel in sorted(files):
+            if rel.endswith("/"):  # a folder marker some tools create
+                continue
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cli.download_file(s3uri.bucket, s3uri.key(rel), str(target), Config=config)
+        (tmp / MANIFEST).write_bytes(manifest_bytes)  # the manifest we listed, written last
+    except SkddError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore/boto3/transfer errors
+        raise _error(s3uri, "download", exc) from None
+    _swap_into_place(tmp, local)
+    return local
+
+
+def _swap_into_place(new: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.with_name(f"{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --- upload ----------------------------------------------------------------------------------
+
+def upload_file(cli: Any, path: Path, bucket: str, key: str, config: Any) -> None:
+    """Upload one file (multipart above MULTIPART_THRESHOLD). A seam for fault-injection tests."""
+    cli.upload_file(str(path), bucket, key, Config=config)
+
+
+def upload(stage: Path, uri: str, **client_overrides: Any) -> None:
+    """Publish a staged folder (which holds manifest.json) as the artifact at `uri`, manifest last."""
+    s3uri = parse(uri)
+    if not (stage / MANIFEST).is_file():
+        raise SkddError(f"{s3uri}: refusing to upload {stage}: no {MANIFEST}")
+    files = sorted(p for p in stage.rglob("*") if p.is_file() and p.relative_to(stage).as_posix() != MANIFEST
+                   and p.relative_to(stage).parts[0] != "checkpoints")   # checkpoints stay local for a retry
+    cli = client(s3uri, **client_overrides)
+    config = transfer_config()
+    try:
+        manifest_key = s3uri.key(MANIFEST)
+        # 1. the old artifact stops being complete before anything of the new one lands
+        cli.delete_object(Bucket=s3uri.bucket, Key=manifest_key)
+        existing = _list(cli, s3uri)
+        if manifest_key in existing:  # delete is idempotent; a manifest still listed means it did not take
+            raise SkddError(f"{s3uri}: could not remove the previous {MANIFEST}")
+        # 2. every file
+        wanted = set()
+        for path in files:
+            key = s3uri.key(path.relative_to(stage).as_posix())
+            wanted.add(key)
+            upload_file(cli, path, s3uri.bucket, key, config)
+        # 3. objects of an older artifact that the new one does not have
+        stale = sorted(set(existing) - wanted - {manifest_key})
+        for start in range(0, len(stale), 1000):
+            batch = [{"Key": key} for key in stale[start:start + 1000]]
+            cli.delete_objects(Bucket=s3uri.bucket, Delete={"Objects": batch, "Quiet": True})
+        # 4. the manifest: now the artifact is complete
+        upload_file(cli, stage / MANIFEST, s3uri.bucket, manifest_key, config)
+    except SkddError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore/boto3/transfer errors
+        raise _error(s3uri, "upload", exc) from None
