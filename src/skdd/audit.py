@@ -16,17 +16,6 @@ from skdd import lineage, storage
 from skdd.errors import SkddError
 
 
-def _check_files(root: Path, manifest: dict) -> list[str]:
-    problems = []
-    for entry in manifest["files"]:
-        path = root / entry["path"]
-        if not path.is_file():
-            problems.append(f"{path}: missing")
-        elif path.stat().st_size != entry["bytes"] or lineage.sha256_file(path) != entry["sha256"]:
-            problems.append(f"{path}: changed (sha256 differs from {root / storage.MANIFEST})")
-    return problems
-
-
 def _check_sources(record: dict) -> tuple[list[str], list[str]]:
     """Ingest's source files: re-hashed when present; absence is a note, not a failure (sources move)."""
     problems, notes = [], []
@@ -57,7 +46,7 @@ def walk(uri: str, expected_manifest_sha: str | None = None, _seen: set | None =
         return node
     node.update(kind=manifest["kind"], stage=manifest["stage"], created=manifest.get("created"),
                 params_hash=manifest.get("params_hash"), code=manifest.get("code"), files=len(manifest["files"]))
-    node["problems"] += _check_files(root, manifest)
+    node["problems"] += list(lineage.file_problems(root, manifest))
     key = str(root.resolve())
     if key in seen:
         node["notes"].append("ancestry shown above")

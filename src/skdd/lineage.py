@@ -14,7 +14,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import skdd
 from skdd.errors import SkddError
@@ -109,10 +109,17 @@ def verify_artifact(root: Path, expect_kind: str | tuple[str, ...] | None = None
     kinds = (expect_kind,) if isinstance(expect_kind, str) else expect_kind
     if kinds and manifest["kind"] not in kinds:
         raise SkddError(f"{root}: expected a {' or '.join(kinds)} artifact, got '{manifest['kind']}'")
+    problem = next(file_problems(root, manifest), None)
+    if problem is not None:
+        raise SkddError(problem)
+    return manifest
+
+
+def file_problems(root: Path, manifest: dict[str, Any]) -> Iterator[str]:
+    """One line per recorded file that is missing or whose bytes no longer match its sha256, lazily."""
     for entry in manifest["files"]:
         path = root / entry["path"]
         if not path.is_file():
-            raise SkddError(f"{path}: missing (listed in {root / MANIFEST})")
-        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
-            raise SkddError(f"{path}: contents do not match the sha256 recorded in {root / MANIFEST}")
-    return manifest
+            yield f"{path}: missing (listed in {root / MANIFEST})"
+        elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            yield f"{path}: contents do not match the sha256 recorded in {root / MANIFEST}"

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from skdd import storage
 from skdd.errors import SkddError
 
-MANIFEST = "manifest.json"  # same as skdd.storage.MANIFEST (storage imports this module)
+MANIFEST = storage.MANIFEST
 MIB = 1 << 20
 MULTIPART_THRESHOLD = 8 * MIB
 MULTIPART_CHUNKSIZE = 8 * MIB
@@ -224,17 +225,8 @@ def download(uri: str, **client_overrides: Any) -> Path:
         raise
     except Exception as exc:  # noqa: BLE001 - botocore/boto3/transfer errors
         raise _error(s3uri, "download", exc) from None
-    _swap_into_place(tmp, local)
+    storage.swap_into_place(tmp, local)
     return local
-
-
-def _swap_into_place(new: Path, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = final.with_name(f"{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(new, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --- upload ----------------------------------------------------------------------------------

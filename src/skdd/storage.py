@@ -93,9 +93,14 @@ def staged_output(uri: str | Path) -> Iterator[Path]:
 def publish(stage: Path, final: Path) -> None:
     """Swap the staging folder into place; checkpoints are dropped as the artifact is now complete."""
     shutil.rmtree(stage / "checkpoints", ignore_errors=True)
+    swap_into_place(stage, final)
+
+
+def swap_into_place(new: Path, final: Path) -> None:
+    """Replace folder `final` by `new` with renames only: readers see the old or the new, never a mix."""
     final.parent.mkdir(parents=True, exist_ok=True)
     old = final.with_name(f"{final.name}.old-{os.getpid()}")
     if final.exists():
         os.replace(final, old)
-    os.replace(stage, final)
+    os.replace(new, final)
     shutil.rmtree(old, ignore_errors=True)

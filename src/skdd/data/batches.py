@@ -60,10 +60,6 @@ class Pixels:
         self._scale = 1.0 / (255.0 * self.std)
         self._shift = -self.mean / self.std
 
-    @staticmethod
-    def unit(images_u8: Tensor) -> Tensor:
-        return images_u8.float().div_(255.0)
-
     def gan(self, images_u8: Tensor) -> Tensor:
         return images_u8.float().mul_(2.0 / 255.0).sub_(1.0)
 
