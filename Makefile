@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[pipeline,test]'
 	touch $(STAMP)
 
+# Offline machines: point ingest at a local copy of the dataset when one exists (skdd.data.offline).
 run: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	eval "$$($(BIN)/python -m skdd.data.offline params.yaml)" && PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@cat artifacts/report/report.md
 
 test: setup

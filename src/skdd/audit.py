@@ -4,6 +4,9 @@ Each manifest names its parents by URI and the sha256 of the parent's manifest, 
 "where did this come from?" (stage, params hash, code version, inputs) and "did any byte change since?"
 (every file re-hashed, every parent manifest compared with the hash its child recorded, the source files of
 the ingest stage re-hashed when they are still reachable).
+
+Artifacts and sources may live in `s3://`: an S3 artifact is downloaded afresh (never the cache, which
+could hide a same-size change in the bucket) and an S3 source object is re-hashed as it is streamed.
 """
 
 from __future__ import annotations
@@ -16,29 +19,56 @@ from skdd import lineage, storage
 from skdd.errors import SkddError
 
 
+def _source_sha256(path: str) -> str | None:
+    """Current sha256 of a source file (local or s3://), None when it cannot be reached from here."""
+    if path.startswith("s3://"):
+        from skdd import s3
+
+        try:
+            return s3.object_sha256(path)
+        except SkddError:
+            return None
+    return lineage.sha256_file(Path(path)) if Path(path).is_file() else None
+
+
 def _check_sources(record: dict) -> tuple[list[str], list[str]]:
     """Ingest's source files: re-hashed when present; absence is a note, not a failure (sources move)."""
     problems, notes = [], []
     for src in record.get("files", []):
-        path = Path(src["path"])
-        if not path.is_file():
-            notes.append(f"{path}: source not reachable from here (recorded sha256 {src['sha256'][:12]}…)")
-        elif lineage.sha256_file(path) != src["sha256"]:
-            problems.append(f"{path}: source file changed since ingest")
+        current = _source_sha256(src["path"])
+        if current is None:
+            notes.append(f"{src['path']}: source not reachable from here (recorded sha256 {src['sha256'][:12]}…)")
+        elif current != src["sha256"]:
+            problems.append(f"{src['path']}: source file changed since ingest")
     return problems, notes
+
+
+def _artifact_root(uri: str) -> tuple[Path | None, str | None]:
+    """A local folder holding the artifact's current bytes, or the reason there is none."""
+    if uri.startswith("s3://"):
+        from skdd import s3
+
+        try:
+            return s3.download(uri, fresh=True), None
+        except SkddError as exc:
+            return None, str(exc)
+    root = Path(uri)
+    if not (root / storage.MANIFEST).is_file():
+        return None, f"{root / storage.MANIFEST}: missing (artifact absent or incomplete)"
+    return root, None
 
 
 def walk(uri: str, expected_manifest_sha: str | None = None, _seen: set | None = None) -> dict[str, Any]:
     """The ancestry tree of `uri` with every problem found on the way (nothing raises for a bad ancestor)."""
     seen = _seen if _seen is not None else set()
     node: dict[str, Any] = {"uri": str(uri), "problems": [], "notes": [], "parents": []}
-    root = Path(str(uri))
-    manifest_path = root / storage.MANIFEST
-    if not manifest_path.is_file():
-        node["problems"].append(f"{manifest_path}: missing (artifact absent or incomplete)")
+    root, missing = _artifact_root(str(uri))
+    if root is None:
+        node["problems"].append(missing)
         return node
+    manifest_path = root / storage.MANIFEST
     if expected_manifest_sha is not None and lineage.sha256_file(manifest_path) != expected_manifest_sha:
-        node["problems"].append(f"{manifest_path}: changed since the child artifact recorded it")
+        node["problems"].append(f"{uri}/{storage.MANIFEST}: changed since the child artifact recorded it")
     try:
         manifest = lineage.read_manifest(root)
     except SkddError as exc:
@@ -46,8 +76,9 @@ def walk(uri: str, expected_manifest_sha: str | None = None, _seen: set | None =
         return node
     node.update(kind=manifest["kind"], stage=manifest["stage"], created=manifest.get("created"),
                 params_hash=manifest.get("params_hash"), code=manifest.get("code"), files=len(manifest["files"]))
-    node["problems"] += list(lineage.file_problems(root, manifest))
-    key = str(root.resolve())
+    # problems name the artifact's URI, not the audit's local download folder
+    node["problems"] += [msg.replace(str(root), str(uri).rstrip("/")) for msg in lineage.file_problems(root, manifest)]
+    key = str(uri) if str(uri).startswith("s3://") else str(root.resolve())
     if key in seen:
         node["notes"].append("ancestry shown above")
         return node

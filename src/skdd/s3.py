@@ -171,12 +171,7 @@ def _error(uri: object, action: str, exc: BaseException) -> SkddError:
 
 def _list(cli: Any, s3uri: S3Uri) -> dict[str, int]:
     """key -> size for every object under the prefix (as a folder: `prefix/`)."""
-    found: dict[str, int] = {}
-    paginator = cli.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=s3uri.bucket, Prefix=s3uri.prefix + "/"):
-        for obj in page.get("Contents", []):
-            found[obj["Key"]] = obj["Size"]
-    return found
+    return {key: size for key, (size, _) in _list_detailed(cli, s3uri.bucket, s3uri.prefix + "/").items()}
 
 
 # --- download --------------------------------------------------------------------------------
@@ -190,11 +185,12 @@ def _cache_matches(local: Path, manifest_bytes: bytes, sizes: dict[str, int]) ->
     return all((local / rel).is_file() and (local / rel).stat().st_size == size for rel, size in sizes.items())
 
 
-def download(uri: str, **client_overrides: Any) -> Path:
+def download(uri: str, *, fresh: bool = False, **client_overrides: Any) -> Path:
     """Fetch a complete artifact into the local cache and return that folder.
 
     A cached copy whose manifest and file sizes match the remote one is reused as is (content is
-    re-hashed by `lineage.verify_artifact` where a stage needs it).
+    re-hashed by `lineage.verify_artifact` where a stage needs it). `fresh=True` always re-downloads:
+    an audit must see the bytes in the bucket, not a cached copy that would hide a same-size change.
     """
     s3uri = parse(uri)
     local = cache_dir(s3uri)
@@ -208,7 +204,7 @@ def download(uri: str, **client_overrides: Any) -> Path:
             raise SkddError(f"{s3uri}: input artifact not found")
         manifest_bytes = cli.get_object(Bucket=s3uri.bucket, Key=manifest_key)["Body"].read()
         files = {key[len(s3uri.prefix) + 1:]: size for key, size in objects.items() if key != manifest_key}
-        if _cache_matches(local, manifest_bytes, files):
+        if not fresh and _cache_matches(local, manifest_bytes, files):
             return local
         tmp = local.with_name(f"{local.name}.download-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -227,6 +223,79 @@ def download(uri: str, **client_overrides: Any) -> Path:
         raise _error(s3uri, "download", exc) from None
     storage.swap_into_place(tmp, local)
     return local
+
+
+# --- dataset sources (plain objects, no manifest) ---------------------------------------------
+
+def source_cache_dir(uri: str | S3Uri) -> Path:
+    s3uri = uri if isinstance(uri, S3Uri) else parse(uri)
+    return cache_root() / "_sources" / s3uri.bucket / Path(*s3uri.prefix.split("/"))
+
+
+def fetch_source(uri: str, **client_overrides: Any) -> tuple[Path, dict[str, str]]:
+    """Download a dataset source (one object, or every object under a prefix) into the cache.
+
+    Returns the local path to read (the file, or the folder) and local path -> s3:// URI for every file,
+    so ingest records where each source byte came from. Files already cached with the remote size and
+    ETag are not fetched again.
+    """
+    s3uri = parse(uri)
+    cli = client(s3uri, **client_overrides)
+    local_root = source_cache_dir(s3uri)
+    try:
+        objects = _list_detailed(cli, s3uri.bucket, s3uri.prefix + "/")
+        single = not objects
+        if single:   # the URI names one object (an archive, an .npz)
+            objects = {k: v for k, v in _list_detailed(cli, s3uri.bucket, s3uri.prefix).items() if k == s3uri.prefix}
+            if not objects:
+                raise SkddError(f"{s3uri}: dataset source not found (no object or prefix with that name)")
+        origin: dict[str, str] = {}
+        for key, (size, etag) in sorted(objects.items()):
+            if key.endswith("/"):
+                continue
+            target = local_root if single else local_root / Path(*key[len(s3uri.prefix) + 1:].split("/"))
+            stamp = target.with_name(target.name + ".etag")
+            if not (target.is_file() and target.stat().st_size == size and stamp.is_file()
+                    and stamp.read_text() == etag):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f"{target.name}.download-{os.getpid()}")
+                cli.download_file(s3uri.bucket, key, str(tmp), Config=transfer_config())
+                os.replace(tmp, target)
+                stamp.write_text(etag)
+            origin[str(target)] = f"s3://{s3uri.bucket}/{key}"
+    except SkddError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore/boto3/transfer errors
+        raise _error(s3uri, "source download", exc) from None
+    return local_root, origin
+
+
+def _list_detailed(cli: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
+    found: dict[str, tuple[int, str]] = {}
+    for page in cli.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            found[obj["Key"]] = (obj["Size"], obj.get("ETag", ""))
+    return found
+
+
+def object_sha256(uri: str, **client_overrides: Any) -> str | None:
+    """sha256 of one object's current bytes (streamed), or None when the object is gone."""
+    import hashlib
+
+    text = str(uri)
+    bucket, _, key = text[len("s3://"):].partition("/")
+    cli = client(text, **client_overrides)
+    try:
+        body = cli.get_object(Bucket=bucket, Key=key)["Body"]
+    except Exception as exc:  # noqa: BLE001
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404"):
+            return None
+        raise _error(text, "read", exc) from None
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: body.read(MIB), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 # --- upload ----------------------------------------------------------------------------------
