@@ -65,3 +65,32 @@ def test_paper_lambdas():
     assert default_lambda("skd", "fashion-mnist") == 0.01
     assert default_lambda("skd-nostand", "cifar10") == 0.01
     assert default_lambda("dim-mse", "mnist") == 0.01
+
+
+def test_gradient_norms_are_measured_without_changing_training():
+    """grad_norm_every logs |∂L_adv/∂x| and |∂(λ·L_match)/∂x| at G's output; the weights end up identical."""
+    measured, _ = tiny_distiller(grad_norm_every=2)
+    plain, _ = tiny_distiller()
+    logs = []
+    for _ in range(4):
+        torch.manual_seed(len(logs))
+        logs.append(measured.step())
+        torch.manual_seed(len(logs) - 1)
+        plain.step()
+    assert ["grad_ratio" in row for row in logs] == [False, True, False, True]
+    row = logs[1]
+    assert row["grad_adv"] > 0 and row["grad_match"] > 0
+    assert row["grad_ratio"] == pytest.approx(row["grad_match"] / row["grad_adv"])
+    for a, b in zip(measured.g.parameters(), plain.g.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_gradient_norm_ratio_scales_with_lambda():
+    """The matching gradient is linear in λ: ten times λ, ten times the norm (same state, same batch)."""
+    ratios = []
+    for lam in (0.01, 0.1):
+        distiller, _ = tiny_distiller(grad_norm_every=1)
+        distiller.lam = lam
+        torch.manual_seed(0)
+        ratios.append(distiller.step()["grad_match"])
+    assert ratios[1] == pytest.approx(10 * ratios[0], rel=1e-4)

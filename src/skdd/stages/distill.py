@@ -64,6 +64,8 @@ class DistillParams:
     pool_augment: str = param("color_crop")
     match_shared: bool = param(True, help="one augmentation for the whole real+synthetic batch (DiM) vs per pair")
     amp: bool = param(True, help="bf16 autocast on CUDA (ignored on CPU)")
+    grad_norm_every: int = param(0, ge=0, help="every N steps log |grad| of the adversarial and the weighted "
+                                               "matching term at G's output, and their ratio (0: never)")
     checkpoint_every: int = param(200, ge=1)
     log_every: int = param(50, ge=1)
 
@@ -97,6 +99,7 @@ class Distiller:
         self.batcher = EpochBatcher(len(train), params.batch_size, device)
         self.pool_batcher = EpochBatcher(len(train), params.pool_batch_size or params.batch_size, device)
         self.pixels = Pixels(spec.mean, spec.std, device)
+        self.calls = 0   # steps taken by this object (gradient-norm logging cadence only; never affects training)
 
     def _matching_term(self, fake: torch.Tensor, real_idx: torch.Tensor) -> torch.Tensor:
         p, model = self.params, self.pool.model
@@ -123,8 +126,10 @@ class Distiller:
                 pool_loss = self.pool.train_step(self.pixels.classifier(train.images[pidx]), train.labels[pidx],
                                                  self.pool_aug)
             extra = lambda fake, labels: self._matching_term(fake, idx)  # noqa: E731
+        self.calls += 1
+        measure = p.grad_norm_every > 0 and self.calls % p.grad_norm_every == 0
         losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, p.gp_weight, self.device, p.amp,
-                          extra)
+                          extra, grad_norms=measure)
         if pool_loss is not None:
             losses["loss_pool"] = pool_loss
             losses["pool"] = self.pool.current
@@ -187,9 +192,11 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
         save_gan(stage, spec, g, d, opt_g, opt_d)
         write_curves(stage / "curves.csv", curves)
         final = curves[-1] if curves else {}
+        ratios = [c["grad_ratio"] for c in curves if "grad_ratio" in c]
         metrics = {"steps": params.steps, "lambda": lam, "final_loss_g": final.get("loss_g"),
                    "final_loss_match": final.get("loss_match"),
                    "pool_draws": distiller.pool.draws if distiller.matching else {},
+                   "grad_ratio_median": sorted(ratios)[len(ratios) // 2] if ratios else None,
                    "wall_seconds_this_run": round(elapsed, 2)}
         return lineage.write_manifest(
             stage, kind="gan", stage="distill", params=as_dict(params), params_hash=phash,

@@ -42,8 +42,14 @@ class PretrainParams:
     log_every: int = param(50, ge=1)
 
 
-def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, amp: bool, extra_g_loss=None):
-    """One generator step then one critic step; `extra_g_loss(fake, y)` adds distillation's matching term."""
+def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, amp: bool, extra_g_loss=None,
+             grad_norms: bool = False):
+    """One generator step then one critic step; `extra_g_loss(fake, y)` adds distillation's matching term.
+
+    `grad_norms` also logs the norms of the two terms' gradients at G's output (the images), which is where
+    they compete: `grad_adv`, `grad_match` and their ratio. It reads gradients without touching any .grad,
+    so training is unchanged; it costs one more backward through D and the pool model.
+    """
     b = x.shape[0]
     d.requires_grad_(False)
     with autocast(device, amp):
@@ -52,6 +58,12 @@ def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, 
         loss_adv = generator_adv_loss(src, cls, y)
     loss_extra = extra_g_loss(fake, y) if extra_g_loss is not None else None
     loss_g = loss_adv if loss_extra is None else loss_adv + loss_extra
+    norms = {}
+    if grad_norms and loss_extra is not None:
+        grad_adv = torch.autograd.grad(loss_adv, fake, retain_graph=True)[0].float().norm()
+        grad_match = torch.autograd.grad(loss_extra, fake, retain_graph=True)[0].float().norm()
+        norms = {"grad_adv": float(grad_adv), "grad_match": float(grad_match),
+                 "grad_ratio": float(grad_match / grad_adv.clamp_min(1e-30))}
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -68,7 +80,7 @@ def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, 
     out = {"loss_g": float(loss_adv.detach()), "loss_d": float(loss_d.detach())}
     if loss_extra is not None:
         out["loss_match"] = float(loss_extra.detach())
-    return out
+    return {**out, **norms}
 
 
 class Pretrainer:
