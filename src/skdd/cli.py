@@ -44,8 +44,11 @@ def run_stage(stage: str, *, output: str, inputs: dict[str, str], params_file: s
     missing = [name for name in input_names if not inputs.get(name)]
     if missing:
         raise SkddError(f"{stage}: missing input --{missing[0]}")
-    params = load_stage_params(params_cls, section or stage, params_file, overrides)
-    return run(params, inputs, output)
+    from skdd import metrics   # here, not at the top: `skdd lineage` does not need prometheus_client
+
+    with metrics.stage_metrics(stage, output):   # every stage: duration and status, pushed or a textfile
+        params = load_stage_params(params_cls, section or stage, params_file, overrides)
+        return run(params, inputs, output)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,11 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     lin.add_argument("action", choices=("show", "verify"))
     lin.add_argument("uri", help="an artifact (local folder)")
     lin.add_argument("--json", action="store_true", help="machine-readable tree")
+    from skdd import pipeline_cli
+
+    pipeline_cli.add_parser(sub)   # `skdd pipeline compile|submit`
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "pipeline":
+        from skdd import pipeline_cli
+
+        return pipeline_cli.main(args)
     if args.command == "lineage":
         from skdd import audit
 

@@ -34,7 +34,8 @@ def _is_s3(uri: str | Path) -> bool:
     return str(uri).startswith("s3://")
 
 
-def _local_path(uri: str | Path) -> Path:
+def local_path(uri: str | Path) -> Path:
+    """The local folder of an artifact URI (for s3:// its cache copy); it may not exist."""
     text = str(uri)
     if _is_s3(text):
         from skdd import s3
@@ -54,7 +55,7 @@ def input_dir(uri: str | Path) -> Path:
         from skdd import s3
 
         return s3.download(str(uri))
-    path = _local_path(uri)
+    path = local_path(uri)
     if not path.exists():
         raise SkddError(f"{uri}: input artifact not found")
     if not path.is_dir():
@@ -65,14 +66,14 @@ def input_dir(uri: str | Path) -> Path:
 
 
 def staging_dir(uri: str | Path) -> Path:
-    path = _local_path(uri)
+    path = local_path(uri)
     return path.with_name(path.name + STAGING_SUFFIX)
 
 
 @contextlib.contextmanager
 def staged_output(uri: str | Path) -> Iterator[Path]:
     """Yield a staging directory; publish it as the artifact only if the block succeeds and wrote a manifest."""
-    final = _local_path(uri)
+    final = local_path(uri)
     if final.exists() and not final.is_dir():
         raise SkddError(f"{uri}: output path exists and is not a directory")
     stage = staging_dir(uri)

@@ -50,6 +50,7 @@ import torch
 
 from skdd import checkpoint as ckpt_mod
 from skdd import lineage, storage
+from skdd import metrics as telemetry
 from skdd.augment import DiffAug, dsa_strategy_for
 from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import Pixels
@@ -313,6 +314,8 @@ def run_trials(params: EvaluateParams, training: _Training, test: ImageDataset, 
         print("evaluate: params or inputs changed since the last checkpoint; starting fresh")
         ckpts.clear()
 
+    telemetry.set_planned(len(units))
+    telemetry.report_step(len(done), {})
     for u in range(len(done), len(units)):
         arch, t = units[u]
         seed = params.seed + t
@@ -335,6 +338,7 @@ def run_trials(params: EvaluateParams, training: _Training, test: ImageDataset, 
                                desc=desc)
         done = done + [{"arch": arch, **_trial_record(result, t, saver.wall())}]
         saver.finished(done)
+        telemetry.report_step(len(done), {"train_loss": float(result["train_loss"])})
         state, wall_before = None, 0.0
     return done
 
@@ -407,6 +411,9 @@ def run(params: EvaluateParams, inputs: dict[str, str], output: str) -> dict:
         (stage / "report.md").write_text(evaluation_markdown(metrics))
         plot_architectures(metrics, stage / "accuracy.png")
         summary = {a: {"mean": r["mean"], "std": r["std"]} for a, r in metrics["architectures"].items()}
+        for arch, acc in summary.items():
+            telemetry.report_accuracy(dataset=metrics["dataset"], architecture=arch, ipc=metrics["ipc"],
+                                      protocol=metrics["protocol"], label=metrics["label"], **acc)
         info = {k: metrics[k] for k in ("label", "dataset", "ipc", "protocol", "protocol_label", "trials", "epochs")}
         return lineage.write_manifest(
             stage, kind="evaluation", stage="evaluate", params=as_dict(params), params_hash=params_hash(params),

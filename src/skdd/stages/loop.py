@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from skdd import checkpoint as ckpt_mod
+from skdd import metrics
 from skdd.progress import Progress
 
 
@@ -35,11 +36,14 @@ def run_steps(trainer: Trainable, *, name: str, stage: Path, params_hash: str, s
         ckpts.clear()
     t0 = time.perf_counter()
     progress = Progress(steps, name, start=start, every=log_every, images_per_step=images_per_step)
+    metrics.set_planned(steps)
+    metrics.report_step(start, {})
     for step in range(start + 1, steps + 1):
         losses = trainer.step()
-        if step % log_every == 0 or step == steps:
+        if step % log_every == 0 or step == steps or "grad_ratio" in losses:   # a measured step is always kept
             curves.append({"step": step, **losses})
         progress.update(step, **{k: v for k, v in losses.items() if isinstance(v, float)})
+        metrics.report_step(step, losses, progress.rate(step))   # in memory only: pushing is another thread's
         if step % checkpoint_every == 0 and step < steps:
             ckpts.save(step, trainer.modules(), trainer.optimizers(), tensors=trainer.state_tensors(),
                        meta={"curves": curves, **trainer.meta()})

@@ -1,0 +1,363 @@
+"""`skdd pipeline compile|submit`: the Kubeflow pipeline's IR YAML, and runs of it on a cluster.
+
+    skdd pipeline compile [--image REF] [--output FILE] [--params FILE] [--gpu-stages distill,pretrain]
+                          [--gpu-node-selector KEY=VALUE ...] [--gpu-toleration KEY[=VALUE]:EFFECT ...]
+                          [--s3-secret NAME] [--artifact-root URI]
+    skdd pipeline submit --host URL [--package FILE] [--experiment NAME] [--run-name NAME]
+                         [--param KEY=VALUE ...] [--preset FILE] [--namespace NS] [--no-cache] [--dry-run]
+
+The pipeline and its components live in the source checkout (`pipelines/`, `components/` beside `src/`);
+`compile` imports them from there. The committed `pipelines/skdd_pipeline.yaml` is `compile`'s output for the
+default image and flags (regenerate: `skdd pipeline compile --output pipelines/skdd_pipeline.yaml`).
+`submit` sends a compiled package through `kfp.Client`; every `--param` is checked against the package's
+inputs and, where it sets a stage param, against that param's rules, before anything is sent. Errors are one
+line and exit code 2. Credentials are never arguments: tasks read them from the Kubernetes Secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import skdd
+from skdd.errors import SkddError, one_line
+
+GPU_CAPABLE = ("pretrain", "distill", "evaluate")
+PRESET_STAGES = ("ingest", "pretrain", "distill", "sample", "evaluate", "report")
+# pipeline parameter -> the stage params it sets (what the components pass as --set overrides)
+PARAM_TARGETS: dict[str, list[tuple[str, str]]] = {
+    "dataset_source": [("ingest", "source")],
+    "dataset_location": [("ingest", "location")],
+    "dataset_name": [("ingest", "name")],
+    "loss": [("distill", "loss")],
+    "architectures": [("evaluate", "architectures")],
+    "device": [("pretrain", "device"), ("distill", "device"), ("sample", "device"), ("evaluate", "device")],
+    "ipc_list": [("sample", "ipc")],   # one sample per entry
+}
+
+
+# ------------------------------------------------------------------------------------------- parser
+def add_parser(sub: Any) -> None:
+    """Register `skdd pipeline ...` (no kfp import here: `skdd --help` stays fast without the extra)."""
+    p = sub.add_parser("pipeline", help="compile or submit the Kubeflow pipeline")
+    psub = p.add_subparsers(dest="pipeline_command", required=True)
+    c = psub.add_parser("compile", help="write the pipeline's IR YAML (pipeline spec + Kubernetes platform spec)")
+    c.add_argument("--image", default=None,
+                   help="container image of every component (default: $SKDD_IMAGE, else ghcr.io/skdd/skdd:<version>)")
+    c.add_argument("--output", "-o", default="skdd_pipeline.yaml", help="where to write (default: %(default)s)")
+    c.add_argument("--params", default=None, metavar="FILE",
+                   help="preset whose text is the params_yaml default (default: the checkout's params.yaml)")
+    c.add_argument("--gpu-stages", default="distill", metavar="STAGES",
+                   help=f"comma-separated stages that request a GPU, from {', '.join(GPU_CAPABLE)} "
+                        "(default: %(default)s; 'none' for none)")
+    c.add_argument("--gpus", type=int, default=1, help="GPUs per GPU stage (default: %(default)s)")
+    c.add_argument("--gpu-node-selector", action="append", default=None, metavar="KEY=VALUE",
+                   help="node label GPU stages require (repeatable; default nvidia.com/gpu.present=true; 'none')")
+    c.add_argument("--gpu-toleration", action="append", default=None, metavar="KEY[=VALUE]:EFFECT",
+                   help="taint GPU stages tolerate (repeatable; default nvidia.com/gpu:NoSchedule, i.e. Exists; "
+                        "'none')")
+    c.add_argument("--s3-secret", default="skdd-s3-credentials", metavar="NAME",
+                   help="Kubernetes Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (default: %(default)s)")
+    c.add_argument("--artifact-root", default="s3://skdd/artifacts", metavar="URI",
+                   help="default artifact_root parameter (default: %(default)s)")
+    s = psub.add_parser("submit", help="submit a run of the compiled pipeline through kfp.Client")
+    s.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8080")
+    s.add_argument("--package", default=None, metavar="FILE",
+                   help="compiled pipeline (default: the checkout's pipelines/skdd_pipeline.yaml)")
+    s.add_argument("--experiment", default="skdd", help="experiment name (created if missing; default: %(default)s)")
+    s.add_argument("--run-name", default=None, help="run name (default: 'skdd <date time>')")
+    s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a pipeline parameter (repeatable); lists as 1,10,50 or [1, 10, 50]")
+    s.add_argument("--preset", default=None, metavar="FILE",
+                   help="params file sent as params_yaml (its sample.ipc also sets ipc_list unless --param does)")
+    s.add_argument("--namespace", default=None, help="Kubernetes namespace (multi-user deployments)")
+    s.add_argument("--no-cache", action="store_true", help="disable KFP caching for this run")
+    s.add_argument("--dry-run", action="store_true", help="print what would be submitted; no network")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        if args.pipeline_command == "compile":
+            return compile_command(args)
+        return submit_command(args)
+    except SkddError as exc:
+        print(f"skdd pipeline {args.pipeline_command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------------------------------- shared
+def checkout_root() -> Path:
+    """The source checkout holding components/ and pipelines/ (skdd installed editable from it)."""
+    root = Path(skdd.__file__).resolve().parents[2]
+    if (root / "components" / "__init__.py").is_file() and (root / "pipelines" / "skdd_pipeline.py").is_file():
+        return root
+    raise SkddError("skdd pipeline needs a source checkout (components/ and pipelines/ beside src/); "
+                    "run it from a `pip install -e .` of the repository")
+
+
+def pipeline_module():
+    try:
+        import kfp  # noqa: F401
+        import kfp.kubernetes  # noqa: F401
+    except ImportError:
+        raise SkddError("skdd pipeline needs kfp and kfp-kubernetes: pip install 'skdd[pipeline]'") from None
+    root = str(checkout_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from pipelines import skdd_pipeline
+
+    return skdd_pipeline
+
+
+def read_preset(path: str | Path) -> str:
+    """A params file's text, after checking every stage section the pipeline uses (one line naming the key)."""
+    from skdd.config import read_params_file
+
+    check_sections(read_params_file(path), str(path))
+    return Path(path).read_text()
+
+
+def check_sections(content: dict[str, Any], where: str) -> None:
+    from skdd.cli import stage_entry
+    from skdd.config import from_dict
+
+    for stage in PRESET_STAGES:
+        section = content.get(stage) or {}
+        if not isinstance(section, dict):
+            raise SkddError(f"{where}: section '{stage}' must be a mapping")
+        try:
+            from_dict(stage_entry(stage)[0], section, stage)
+        except SkddError as exc:
+            raise SkddError(f"{where}: {exc}") from None
+
+
+def preset_ipcs(params_text: str) -> list[int]:
+    """A preset's sample.ipc, as the pipeline's ipc_list."""
+    data = yaml.safe_load(params_text) or {}
+    ipc = ((data.get("sample") or {}) if isinstance(data, dict) else {}).get("ipc", 10)
+    return [int(ipc)]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ compile
+def _pairs(values: list[str] | None, default: tuple, parse) -> tuple:
+    if values is None:
+        return default
+    if values == ["none"]:
+        return ()
+    return tuple(parse(v) for v in values)
+
+
+def _selector(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise SkddError(f"--gpu-node-selector {text!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    from skdd.image import default_image
+
+    mod = pipeline_module()
+    params_path = Path(args.params) if args.params else checkout_root() / "params.yaml"
+    params_text = read_preset(params_path)
+    stages = () if args.gpu_stages.strip() == "none" else tuple(s.strip() for s in args.gpu_stages.split(",") if s.strip())
+
+    def toleration(text: str):
+        try:
+            return mod.Toleration.parse(text)
+        except ValueError as exc:
+            raise SkddError(f"--gpu-toleration: {exc}") from None
+
+    try:
+        options = mod.PipelineOptions(
+            image=args.image or default_image(), params_yaml=params_text, gpu_stages=stages, gpu_count=args.gpus,
+            node_selector=_pairs(args.gpu_node_selector, mod.PipelineOptions.node_selector, _selector),
+            tolerations=_pairs(args.gpu_toleration, mod.DEFAULT_TOLERATIONS, toleration),
+            secret_name=args.s3_secret, artifact_root=args.artifact_root)
+        path = mod.compile_pipeline(options, args.output)
+    except ValueError as exc:
+        raise SkddError(str(exc)) from None
+    print(json.dumps({"output": str(path), "image": options.image, "gpu_stages": list(options.gpu_stages),
+                      "sha256": _sha256(path)}))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- submit
+def package_inputs(path: Path) -> dict[str, dict[str, Any]]:
+    """The compiled pipeline's parameters: name -> {"parameterType", "defaultValue"?}."""
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except OSError as exc:
+        raise SkddError(f"{path}: cannot read the pipeline package ({one_line(exc)})") from None
+    except yaml.YAMLError:
+        raise SkddError(f"{path}: not a YAML pipeline package") from None
+    spec = docs[0] if docs else {}
+    if not isinstance(spec, dict) or "root" not in spec or "deploymentSpec" not in spec:
+        raise SkddError(f"{path}: not a compiled KFP pipeline (no root / deploymentSpec)")
+    return dict(((spec["root"].get("inputDefinitions") or {}).get("parameters") or {}))
+
+
+def _coerce(name: str, raw: str, kind: str) -> Any:
+    bad = SkddError(f"--param {name}={raw}: expected {kind.lower().replace('_', ' ')}")
+    if kind == "STRING":
+        return raw
+    if kind in ("NUMBER_INTEGER", "NUMBER_DOUBLE"):
+        try:
+            return int(raw) if kind == "NUMBER_INTEGER" else float(raw)
+        except ValueError:
+            raise bad from None
+    if kind == "BOOLEAN":
+        if raw.lower() not in ("true", "false"):
+            raise bad
+        return raw.lower() == "true"
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ([] if kind == "LIST" else {})
+    except yaml.YAMLError:
+        raise bad from None
+    if kind == "LIST" and not isinstance(value, list):
+        value = [yaml.safe_load(v) for v in raw.split(",") if v.strip()] if isinstance(value, (str, int, float)) else None
+    if (kind == "LIST" and not isinstance(value, list)) or (kind == "STRUCT" and not isinstance(value, dict)):
+        raise bad
+    return value
+
+
+def check_against_params(arguments: dict[str, Any], params_text: str) -> None:
+    """Apply the stage-param arguments to the preset and validate each touched stage as the component will."""
+    from skdd.cli import stage_entry
+    from skdd.config import from_dict
+
+    try:
+        content = yaml.safe_load(params_text) or {}
+    except yaml.YAMLError:
+        raise SkddError("params_yaml: not valid YAML") from None
+    if not isinstance(content, dict):
+        raise SkddError("params_yaml: expected a mapping of stage sections")
+    check_sections(content, "params_yaml")
+    ipcs = arguments.get("ipc_list")
+    if ipcs is not None:
+        if not ipcs:
+            raise SkddError("--param ipc_list: give at least one IPC")
+        if len(set(map(str, ipcs))) != len(ipcs):   # equal IPCs would write the same content-keyed artifact at once
+            raise SkddError(f"--param ipc_list: {ipcs} lists an IPC twice")
+    for name, targets in PARAM_TARGETS.items():
+        value = arguments.get(name)
+        if value in (None, "", []):
+            continue
+        for stage, key in targets:
+            for item in (value if name == "ipc_list" else [value]):
+                section = dict(content.get(stage) or {}, **{key: item})
+                try:
+                    from_dict(stage_entry(stage)[0], section, stage)
+                except SkddError as exc:
+                    raise SkddError(f"--param {name}: {exc}") from None
+
+
+def submit_plan(args: argparse.Namespace) -> dict[str, Any]:
+    package = Path(args.package) if args.package else checkout_root() / "pipelines" / "skdd_pipeline.yaml"
+    inputs = package_inputs(package)
+    arguments: dict[str, Any] = {}
+    if args.preset:
+        if "params_yaml" not in inputs:
+            raise SkddError(f"--preset: {package} has no params_yaml parameter")
+        arguments["params_yaml"] = read_preset(args.preset)
+        if "ipc_list" in inputs:   # the compiled default is the compile-time preset's; follow this one
+            arguments["ipc_list"] = preset_ipcs(arguments["params_yaml"])
+    for item in args.param:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SkddError(f"--param {item!r}: expected KEY=VALUE")
+        if name not in inputs:
+            raise SkddError(f"--param {name}: not a parameter of the pipeline (parameters: {', '.join(sorted(inputs))})")
+        arguments[name] = _coerce(name, raw, inputs[name].get("parameterType", "STRING"))
+    params_text = arguments.get("params_yaml", (inputs.get("params_yaml") or {}).get("defaultValue", ""))
+    check_against_params(arguments, params_text)
+    run_name = args.run_name or f"skdd {_dt.datetime.now():%Y-%m-%d %H-%M-%S}"
+    return {"host": args.host, "package": str(package), "package_sha256": _sha256(package),
+            "experiment": args.experiment, "run_name": run_name, "namespace": args.namespace,
+            "enable_caching": False if args.no_cache else None, "arguments": arguments}
+
+
+def _describe(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan as printed: params_yaml shown by size and hash, never in full."""
+    shown = dict(plan, arguments=dict(plan["arguments"]))
+    text = shown["arguments"].get("params_yaml")
+    if isinstance(text, str):
+        shown["arguments"]["params_yaml"] = (f"<{len(text.splitlines())} lines, "
+                                             f"sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}>")
+    return shown
+
+
+def _check_reachable(host: str, timeout: float = 5.0) -> None:
+    """One quick request first, so an unreachable host is one line, not kfp's minutes of retries."""
+    import urllib.error
+    import urllib.request
+
+    if not host.startswith(("http://", "https://")):
+        raise SkddError(f"--host {host}: give the API's URL with http:// or https://")
+    try:
+        with urllib.request.urlopen(host.rstrip("/") + "/apis/v2beta1/healthz", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return   # it answered: reachable (auth and the like are kfp.Client's business)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SkddError(f"{host}: cannot reach the Kubeflow Pipelines API ({one_line(reason)})") from None
+
+
+def _api_error(host: str, exc: BaseException) -> SkddError:
+    status = getattr(exc, "status", None)
+    if status is not None:
+        body = getattr(exc, "body", "") or ""
+        try:
+            detail = json.loads(body)
+            detail = detail.get("message") or detail.get("error") or body
+        except (ValueError, AttributeError):
+            detail = body
+        detail = " ".join(str(detail).split())[:300]
+        return SkddError(f"{host}: Kubeflow Pipelines API answered {status} {getattr(exc, 'reason', '')}"
+                         f"{': ' + detail if detail else ''}")
+    return SkddError(f"{host}: submission failed ({one_line(exc)})")
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    plan = submit_plan(args)
+    if args.dry_run:
+        print(json.dumps({"dry_run": True, **_describe(plan)}, indent=2))
+        return 0
+    try:
+        import kfp
+    except ImportError:
+        raise SkddError("skdd pipeline submit needs kfp: pip install 'skdd[pipeline]'") from None
+    host = plan["host"].rstrip("/")
+    _check_reachable(host)
+    chatter = io.StringIO()   # kfp prints its own links; ours is the one JSON line below
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+            warnings.simplefilter("ignore")
+            client = kfp.Client(host=host, namespace=plan["namespace"] or "kubeflow")
+            result = client.create_run_from_pipeline_package(
+                plan["package"], arguments=plan["arguments"], run_name=plan["run_name"],
+                experiment_name=plan["experiment"], namespace=plan["namespace"],
+                enable_caching=plan["enable_caching"])
+    except SkddError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ApiException, urllib3 errors, kfp's ValueErrors: one line
+        raise _api_error(host, exc) from None
+    print(json.dumps({"run_id": result.run_id, "run_name": plan["run_name"], "experiment": plan["experiment"],
+                      "url": f"{host}/#/runs/details/{result.run_id}"}))
+    return 0
