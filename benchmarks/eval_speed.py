@@ -38,6 +38,8 @@ from skdd.evaluation.protocols import LR_DECAY_FACTOR, TrainConfig, train_strict
 from skdd.models import create_model
 from skdd.stages.evaluate import EpochSaver
 
+from _common import sync
+
 MEAN, STD = [0.1307], [0.3081]
 
 
@@ -45,11 +47,6 @@ def fake(n: int, seed: int) -> ImageDataset:
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
     return ImageDataset(images=images, labels=torch.arange(n) % 10, classes=[str(i) for i in range(10)])
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def plain_trial(cfg: TrainConfig, train: ImageDataset, test: ImageDataset, pixels: Pixels, device: torch.device,

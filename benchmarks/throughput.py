@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
-import time
 from unittest import mock
 
 import torch
@@ -26,6 +24,8 @@ from skdd.device import prepare_module, resolve_device, seed_everything
 from skdd.gan import GanSpec
 from skdd.stages.distill import DistillParams, Distiller
 from skdd.stages.pretrain import gan_step
+
+from _common import distill_images_per_step, peak_memory_mb, timed
 
 SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
 
@@ -47,27 +47,6 @@ def build(args, device):
     opt_g = torch.optim.Adam(g.parameters(), lr=1e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(d.parameters(), lr=1e-4, betas=(0.0, 0.9))
     return spec, g, d, opt_g, opt_d
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, steps: int, device) -> float:
-    fn()  # warm-up (allocations, cudnn autotune)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    sync(device)
-    return (time.perf_counter() - t0) / steps
-
-
-def peak_memory_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @contextlib.contextmanager
@@ -129,7 +108,7 @@ def main() -> None:
                 bares.append(timed(distiller.step, args.steps, device))
         full, bare = min(fulls), min(bares)
         # images through a model per step: pool training + real/syn matching + G and D passes
-        images = args.batch * (args.pool_steps + 2) + args.batch * 3
+        images = distill_images_per_step(args.batch, args.pool_steps)
         results[f"distill[{arch}]"] = {
             "ms_per_step": round(full * 1e3, 1), "images_per_s": round(images / full, 1),
             "ms_per_step_models_only": round(bare * 1e3, 1),

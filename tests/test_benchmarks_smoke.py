@@ -1,0 +1,82 @@
+"""The benchmark scripts run end to end at tiny settings and report every figure they promise.
+
+Timings themselves are not checked (CPU timings on a shared machine mean little); only that each script runs,
+and that its output is complete and sane. One thread per process, as the figures in the README were taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import tiny_npz
+
+pytestmark = pytest.mark.integration
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_script(name: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_speed_quick(tmp_path):
+    data = tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "speed.json"
+    stdout = run_script("speed.py", "--quick", "--device", "cpu", "--data", str(data), "--json", str(out))
+    result = json.loads(out.read_text())
+
+    rows = result["rows"]
+    assert {r["phase"] for r in rows} == {"pretrain", "distill", "reference", "evaluate"}
+    pool = {"convnet3", "resnet10", "resnet18"}
+    assert {r["pool_arch"] for r in rows if r["phase"] == "distill"} == pool
+    assert {r["pool_arch"] for r in rows if r["phase"] == "reference"} == pool
+    for r in rows:
+        assert r["bf16"] == "n/a"                       # skdd's autocast is CUDA-only
+        assert r["images_per_s"] > 0 and r["ms_per_step"] > 0, r
+        assert r["peak_mem_mib"] > 0, r
+    for r in rows:
+        if r["phase"] in ("distill", "reference"):
+            assert r["model_gflops_per_step"] > 0
+
+    ratios = result["ratios"]
+    assert {q["pool_arch"] for q in ratios} == pool | {"pool mean"}
+    for q in ratios:
+        assert q["ratio"] > 0 and q["target"] == 3.0
+        assert q["target_met"] == (q["ratio"] >= 3.0)
+        assert q["same_model_flops"], q               # the reference does exactly skdd's model work
+    assert result["ratio"] == next(q["ratio"] for q in ratios if q["pool_arch"] == "pool mean")
+    assert result["conv_peak"].startswith("n/a")
+    meta = result["meta"]
+    assert meta["torch"] and meta["device"] == "cpu" and "--quick" in meta["command"]
+    assert meta["train_images"] == 120
+    assert "ratio = " in stdout and "pool mean" in stdout
+
+
+def test_throughput_tiny():
+    stdout = run_script("throughput.py", "--device", "cpu", "--g-width", "8", "--d-width", "8", "--pool-width", "4",
+                        "--pool", "convnet3", "--pool-steps", "2", "--batch", "16", "--pretrain-batch", "16",
+                        "--steps", "1", "--repeats", "1")
+    result = json.loads(stdout)
+    assert result["pretrain"]["images_per_s"] > 0
+    assert result["distill[convnet3]"]["images_per_s"] > 0
+    assert 0 <= result["distill[convnet3]"]["overhead_fraction"] < 1
+    assert result["peak_memory_mb"] > 0
+
+
+def test_eval_speed_tiny():
+    stdout = run_script("eval_speed.py", "--device", "cpu", "--epochs", "2", "--width", "8", "--ipc", "2",
+                        "--test-size", "50", "--repeats", "1", "--checkpoint-every", "1")
+    result = json.loads(stdout)
+    assert result["plain_images_per_s"] > 0 and result["skdd_images_per_s"] > 0
+    assert result["ratio"] > 0
+    assert result["same_accuracy"] is True
