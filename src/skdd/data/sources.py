@@ -451,7 +451,8 @@ def _read_torchvision(root: Path, name: str | None) -> tuple[Splits, list[Path]]
     except SkddError:
         raise
     except Exception as err:  # noqa: BLE001 - network, disk, checksum: one line for the user
-        raise SkddError(f"torchvision download of {name} into {root} failed: {one_line(err)}") from None
+        raise SkddError(f"torchvision download of {name} into {root} failed: {one_line(err)} (offline? point "
+                        "ingest at a local copy: SKDD_DATA_SOURCE=idx SKDD_DATA_LOCATION=/path/to/folder)") from None
     if name == "cifar10":
         return _read_cifar_source(target, name)
     return _read_idx_source(target, name)
