@@ -1,0 +1,1183 @@
+"""Reproduce the paper's tables from a preset: a resumable matrix of skdd stages, written to docs/results.md.
+
+    python benchmarks/reproduce.py --preset benchmarks/presets/cpu-budget.yaml --work runs/cpu-budget
+    python benchmarks/reproduce.py --preset benchmarks/presets/cpu-budget.yaml --work runs/cpu-budget --estimate
+    python benchmarks/reproduce.py --preset benchmarks/presets/gpu-short.yaml --work /tmp/g --max-minutes 5 \\
+        --data mnist=idx:data/mnist --json-out $OUT/results.json --results-md $OUT/results.md
+    python benchmarks/reproduce.py --preset benchmarks/presets/cpu-budget.yaml --work runs/cpu-budget --render-only
+
+A preset (benchmarks/presets/*.yaml) names datasets × IPC × loss mode {skd, skd-nostand, dim-mse, cgan-only} ×
+protocol {strict, dim} × architectures, the GAN-only control, baselines {random, herding, kcenter, full} and a λ
+sweep; every stage's params are the preset's `base` params file, then the preset's section for that stage, then
+what the cell needs. What runs:
+
+* loss modes skd / skd-nostand / dim-mse: `distill loss=<mode>`; cgan-only: the pretrained GAN itself, no distill;
+  the GAN-only control: `distill loss=none` (same generator steps, no matching); λ sweep: `distill loss=skd
+  lambda_skd=<multiplier × the paper's λ>` (×1 is the skd cell itself);
+* protocol strict: `sample ipc=K` (or `select method=M ipc=K` for a baseline, or the dataset itself for `full`) then
+  `evaluate protocol=strict`; protocol dim: `evaluate protocol=dim ipc=K` on the GAN artifact (baselines have no
+  generator, so they are strict only).
+
+Stages run in-process through `skdd.cli.run_stage` with outputs under `<work>/<dataset>/`, shared between cells
+(ingest and pretrain once per dataset, distill once per (loss, λ), ...). A stage whose output has a manifest with the
+same params hash and the same input manifests is not run again; an interrupted stage resumes from its own
+checkpoints when this script is re-run with the same preset and work folder (Ctrl-C, SIGTERM, a kill, or
+`--max-minutes`, which stops starting new stages after M minutes). Cells run in the preset's `order` (most
+important first), so a time-limited run reports the most useful subset and lists what did not fit.
+
+After every finished evaluation it writes `<work>/results.json` (every planned cell: accuracies, mean, std, trials,
+wall seconds of every stage of its chain, device, torch, commit, data copy, the command) and replaces this preset's
+section of docs/results.md (between `<!-- reproduce:<name> begin -->` and `... end -->`): Table 1 layout per
+protocol beside the paper's numbers, the ordering check, the λ sweep with gradient-norm ratios, and what did not run.
+Nothing in it is a number that was not measured in the work folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fnmatch
+import hashlib
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = "skdd.reproduce/1"
+
+# ----------------------------------------------------------------------------------------------- the paper
+# Every number of the paper (Li et al., "Generative Dataset Distillation Based on Self-Knowledge Distillation",
+# ICASSP 2025; ../shared/paper/), top-1 test accuracy in %, (mean, std) over five trials.
+# Keys that are skdd method names are the rows this script measures: cgan-only = the paper's "CGAN", dim-mse =
+# "DiM", skd-nostand = "Ours (No Stand.)", skd = "Ours", full = "Original Dataset"; the other rows are kept for
+# completeness. The paper's generative rows were evaluated with DiM's protocol (fresh generator samples, best test
+# check); the selection rows come from DC (fixed sets).
+PAPER: dict[str, dict] = {
+    # Table 1: ConvNet-3; MNIST, Fashion-MNIST, CIFAR-10 at IPC 1 / 10 / 50 ("full": the whole training set).
+    "table1": {
+        "random": {"mnist": {1: (64.9, 3.5), 10: (95.1, 0.9), 50: (97.9, 0.2)},
+                   "fashion-mnist": {1: (51.4, 3.8), 10: (73.8, 0.7), 50: (82.5, 0.7)},
+                   "cifar10": {1: (14.4, 2.0), 10: (26.0, 1.2), 50: (43.4, 1.0)}},
+        "herding": {"mnist": {1: (89.2, 1.6), 10: (93.7, 0.3), 50: (94.8, 0.2)},
+                    "fashion-mnist": {1: (67.0, 1.9), 10: (71.1, 0.7), 50: (71.9, 0.8)},
+                    "cifar10": {1: (21.5, 1.3), 10: (31.6, 0.7), 50: (40.4, 0.6)}},
+        "kcenter": {"mnist": {1: (89.3, 1.5), 10: (84.4, 1.7), 50: (97.4, 0.3)},
+                    "fashion-mnist": {1: (66.9, 1.8), 10: (54.7, 1.5), 50: (68.3, 0.8)},
+                    "cifar10": {1: (21.5, 1.3), 10: (14.7, 0.9), 50: (27.0, 1.4)}},
+        "forgetting": {"mnist": {1: (35.5, 5.6), 10: (68.1, 3.3), 50: (88.2, 1.2)},
+                       "fashion-mnist": {1: (42.0, 5.5), 10: (53.9, 2.0), 50: (55.0, 1.1)},
+                       "cifar10": {1: (13.5, 1.2), 10: (23.3, 1.0), 50: (23.3, 1.1)}},
+        "dc": {"mnist": {1: (91.7, 0.5), 10: (97.4, 0.2), 50: (98.8, 0.2)},
+               "fashion-mnist": {1: (70.5, 0.6), 10: (82.3, 0.4), 50: (83.6, 0.4)},
+               "cifar10": {1: (28.3, 0.5), 10: (44.9, 0.5), 50: (53.9, 0.5)}},
+        "dsa": {"mnist": {1: (88.7, 0.6), 10: (97.8, 0.1), 50: (99.2, 0.1)},
+                "fashion-mnist": {1: (70.6, 0.6), 10: (84.6, 0.3), 50: (88.7, 0.2)},
+                "cifar10": {1: (28.8, 0.7), 10: (52.1, 0.5), 50: (60.6, 0.5)}},
+        "dm": {"mnist": {1: (89.9, 0.8), 10: (97.6, 0.1), 50: (98.6, 0.1)},
+               "fashion-mnist": {1: (71.5, 0.5), 10: (83.6, 0.2), 50: (88.2, 0.1)},
+               "cifar10": {1: (26.5, 0.4), 10: (48.9, 0.6), 50: (63.0, 0.4)}},
+        "cafe": {"mnist": {1: (93.1, 0.3), 10: (97.5, 0.1), 50: (98.9, 0.2)},
+                 "fashion-mnist": {1: (73.7, 0.7), 10: (83.0, 0.4), 50: (88.2, 0.3)},
+                 "cifar10": {1: (31.6, 0.8), 10: (50.9, 0.5), 50: (62.3, 0.4)}},
+        "kip": {"mnist": {1: (90.1, 0.1), 10: (97.5, 0.0), 50: (98.3, 0.1)},
+                "fashion-mnist": {1: (70.6, 0.6), 10: (84.6, 0.3), 50: (88.7, 0.2)},
+                "cifar10": {1: (49.9, 0.2), 10: (62.7, 0.3), 50: (68.6, 0.2)}},
+        "mtt": {"mnist": {1: (91.4, 0.9), 10: (97.3, 0.1), 50: (98.5, 0.1)},
+                "fashion-mnist": {1: (75.1, 0.9), 10: (87.2, 0.3), 50: (88.3, 0.1)},
+                "cifar10": {1: (46.3, 0.8), 10: (65.3, 0.7), 50: (71.6, 0.2)}},
+        "frepo": {"mnist": {1: (93.8, 0.6), 10: (98.4, 0.1), 50: (99.2, 0.1)},
+                  "fashion-mnist": {1: (75.6, 0.5), 10: (86.2, 0.3), 50: (89.6, 0.1)},
+                  "cifar10": {1: (46.8, 0.7), 10: (65.5, 0.6), 50: (71.7, 0.2)}},
+        "cgan-only": {"mnist": {1: (96.1, 0.7), 10: (97.8, 0.3), 50: (98.4, 0.3)},
+                      "fashion-mnist": {1: (81.5, 0.5), 10: (84.0, 0.2), 50: (86.3, 0.3)},
+                      "cifar10": {1: (46.4, 1.2), 10: (62.7, 0.9), 50: (68.1, 0.8)}},
+        "dim-mse": {"mnist": {1: (96.5, 0.6), 10: (98.6, 0.2), 50: (99.2, 0.2)},
+                    "fashion-mnist": {1: (84.5, 0.4), 10: (88.2, 0.2), 50: (89.8, 0.1)},
+                    "cifar10": {1: (51.3, 1.0), 10: (66.2, 0.5), 50: (72.6, 0.4)}},
+        "skd-nostand": {"mnist": {1: (97.3, 0.1), 10: (98.5, 0.2), 50: (99.0, 0.1)},
+                        "fashion-mnist": {1: (85.0, 0.2), 10: (88.6, 0.4), 50: (89.5, 0.2)},
+                        "cifar10": {1: (51.4, 0.4), 10: (67.3, 0.5), 50: (73.5, 0.3)}},
+        "skd": {"mnist": {1: (97.9, 0.2), 10: (98.7, 0.1), 50: (99.1, 0.1)},
+                "fashion-mnist": {1: (85.5, 0.4), 10: (89.0, 0.5), 50: (89.8, 0.3)},
+                "cifar10": {1: (51.6, 0.5), 10: (68.2, 0.4), 50: (74.0, 0.1)}},
+        "full": {"mnist": {"full": (99.6, 0.0)}, "fashion-mnist": {"full": (93.5, 0.1)},
+                 "cifar10": {"full": (84.8, 0.1)}},
+    },
+    # Table 2: cross-architecture, CIFAR-10, IPC 10 (trained on the distilled set, tested per architecture).
+    "table2": {
+        "dsa": {"convnet3": (52.1, 0.4), "resnet18": (42.8, 1.0), "alexnet": (35.9, 1.3), "vgg11": (43.2, 0.5)},
+        "kip": {"convnet3": (47.6, 0.9), "resnet18": (36.8, 1.0), "alexnet": (24.4, 3.9), "vgg11": (42.1, 0.4)},
+        "mtt": {"convnet3": (64.3, 0.7), "resnet18": (46.4, 0.6), "alexnet": (34.2, 2.6), "vgg11": (50.3, 0.8)},
+        "frepo": {"convnet3": (65.5, 0.4), "resnet18": (57.7, 0.7), "alexnet": (61.9, 0.7), "vgg11": (59.4, 0.7)},
+        "dim-mse": {"convnet3": (66.2, 0.5), "resnet18": (69.2, 0.3), "alexnet": (67.3, 0.9), "vgg11": (66.8, 0.5)},
+        "skd-nostand": {"convnet3": (67.3, 0.5), "resnet18": (69.6, 0.5), "alexnet": (68.9, 0.7),
+                        "vgg11": (68.2, 0.3)},
+        "skd": {"convnet3": (68.2, 0.4), "resnet18": (69.9, 0.3), "alexnet": (69.6, 0.3), "vgg11": (69.2, 0.1)},
+    },
+}
+
+# rows of the Table 1 layout, in the paper's order, with their labels
+METHOD_ROWS: list[tuple[str, str]] = [
+    ("random", "Random"), ("herding", "Herding"), ("kcenter", "K-Center"),
+    ("cgan-only", "CGAN (pretrained GAN, no distillation)"),
+    ("gan-only", "GAN-only control (distill loss none, equal steps)"),
+    ("skd-nostand", "Ours (No Stand.): skd-nostand"), ("dim-mse", "DiM (MSE matching): dim-mse"),
+    ("skd", "Ours: skd"), ("full", "Original Dataset (full)"),
+]
+CLAIMED_ORDER = ["skd", "skd-nostand", "dim-mse", "cgan-only"]   # the paper's claim, best first
+LOSSES = ("skd", "skd-nostand", "dim-mse", "cgan-only")
+BASELINES = ("random", "herding", "kcenter", "full")
+PROTOCOLS = ("strict", "dim")
+STAGE_SECTIONS = ("ingest", "pretrain", "distill", "sample", "select", "evaluate", "evaluate_dim", "evaluate_full")
+PRESET_KEYS = {"name", "description", "base", "datasets", "ipc", "losses", "gan_only_control", "protocols",
+               "architectures", "baselines", "lambda_sweep", "lambda_protocols", "order", "cost_model",
+               *STAGE_SECTIONS}
+DEFAULT_ORDER = ["skd/strict", "cgan-only/strict", "skd-nostand/strict", "dim-mse/strict", "gan-only/strict",
+                 "random/strict", "skd/dim", "cgan-only/dim", "skd-nostand/dim", "dim-mse/dim", "gan-only/dim",
+                 "skd@*", "*"]
+DATASET_LABELS = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+PROTOCOL_LABELS = {"strict": "strict (DC/DSA, last epoch)", "dim": "DiM protocol (best test checkpoint)"}
+ENV_SOURCE = ("SKDD_DATA_SOURCE", "SKDD_DATA_LOCATION")
+
+
+class PresetError(Exception):
+    """A preset that cannot be planned; printed as one line."""
+
+
+# ----------------------------------------------------------------------------------------------- presets
+def _list(preset: dict, key: str, default: list, allowed: tuple | None = None) -> list:
+    value = preset.get(key, default)
+    if not isinstance(value, list):
+        raise PresetError(f"{key}: expected a list, got {value!r}")
+    if allowed is not None:
+        for v in value:
+            if v not in allowed:
+                raise PresetError(f"{key}: unknown item {v!r} (allowed: {', '.join(allowed)})")
+    return value
+
+
+def load_preset(path: Path) -> dict:
+    try:
+        preset = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise PresetError(f"{path}: cannot read preset ({exc.__class__.__name__})") from None
+    if not isinstance(preset, dict) or not preset.get("name"):
+        raise PresetError(f"{path}: a preset is a mapping with at least a `name`")
+    unknown = sorted(set(preset) - PRESET_KEYS)
+    if unknown:
+        raise PresetError(f"{path}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(PRESET_KEYS))})")
+    if not isinstance(preset.get("datasets"), dict) or not preset["datasets"]:
+        raise PresetError(f"{path}: datasets: give at least one dataset")
+    for key in STAGE_SECTIONS:
+        if not isinstance(preset.get(key) or {}, dict):
+            raise PresetError(f"{path}: {key}: expected a mapping of params")
+    preset.setdefault("base", "params.yaml")
+    preset["ipc"] = _list(preset, "ipc", [10])
+    if not preset["ipc"] or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in preset["ipc"]):
+        raise PresetError(f"{path}: ipc: expected a list of positive integers")
+    preset["losses"] = _list(preset, "losses", list(LOSSES), LOSSES)
+    preset["protocols"] = _list(preset, "protocols", ["strict"], PROTOCOLS)
+    preset["architectures"] = _list(preset, "architectures", ["convnet3"])
+    preset["baselines"] = _list(preset, "baselines", ["random"], BASELINES)
+    preset["lambda_sweep"] = _list(preset, "lambda_sweep", [])
+    preset["lambda_protocols"] = _list(preset, "lambda_protocols", ["strict"], PROTOCOLS)
+    preset["order"] = _list(preset, "order", DEFAULT_ORDER)
+    preset["gan_only_control"] = bool(preset.get("gan_only_control", True))
+    for m in preset["lambda_sweep"]:
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0:
+            raise PresetError(f"{path}: lambda_sweep: multipliers must be positive numbers, got {m!r}")
+    return preset
+
+
+@dataclass
+class DatasetPlan:
+    key: str
+    name: str
+    label: str
+    source: str
+    location: str
+    data_copy: str
+    missing: str | None = None   # why it cannot be ingested (a copy that is not there)
+
+
+def resolve_dataset(key: str, spec: dict | None, data_override: str | None) -> DatasetPlan:
+    """Where a dataset's data comes from: `source: offline` uses skdd.data.offline.COPIES; `--data` overrides."""
+    from skdd.data.offline import COPIES
+
+    spec = dict(spec or {})
+    unknown = sorted(set(spec) - {"name", "source", "location", "label"})
+    if unknown:
+        raise PresetError(f"datasets.{key}.{unknown[0]}: unknown key (allowed: name, source, location, label)")
+    name = spec.get("name", key)
+    source, location = spec.get("source", "offline"), spec.get("location")
+    note = None
+    if data_override:
+        from skdd.stages.ingest import SOURCES
+
+        prefix, sep, rest = data_override.partition(":")
+        source, location = (prefix, rest) if sep and prefix in SOURCES else ("", data_override)
+        source = source or (COPIES[name][0] if name in COPIES else spec.get("source", "offline"))
+        if source == "offline":
+            raise PresetError(f"--data {key}={data_override}: name the source kind, e.g. idx:{data_override}")
+        note = f"{source} copy given by --data"
+    elif source == "offline":
+        if name not in COPIES:
+            raise PresetError(f"datasets.{key}: no offline copy is known for {name!r} (known: {', '.join(COPIES)})")
+        source, location, note = COPIES[name]
+    if not location:
+        raise PresetError(f"datasets.{key}: give a location for source {source!r}")
+    shown = str(location)
+    if "://" not in str(location):
+        location = str((REPO / location).resolve()) if not Path(location).is_absolute() else str(location)
+    label = spec.get("label") or DATASET_LABELS.get(name, name)
+    if name == "cifar10" and "jpeg" in str(location).lower() and "label" not in spec:
+        label = "CIFAR-10 (JPEG copy)"
+    data_copy = f"{note} ({shown})" if note else f"{source} ({shown})"
+    missing = None
+    if source != "torchvision" and "://" not in location and not Path(location).exists():
+        missing = f"data copy not found: {location}"
+    return DatasetPlan(key, name, label, source, location, data_copy, missing)
+
+
+# ----------------------------------------------------------------------------------------------- plan
+def _ov(section: dict) -> list[str]:
+    """Preset params as `key=value` overrides for run_stage (JSON is YAML, so every type round-trips)."""
+    return [f"{k}={json.dumps(v)}" for k, v in (section or {}).items()]
+
+
+@dataclass
+class Node:
+    key: str                  # output folder, relative to the work folder
+    stage: str
+    dataset: str
+    inputs: dict[str, str]    # input name -> key of the parent node
+    overrides: list[str]
+    section: str | None = None
+
+
+@dataclass
+class Cell:
+    id: str
+    dataset: str
+    ipc: int | None
+    method: str               # skd, skd-nostand, dim-mse, cgan-only, gan-only, random, herding, kcenter, full
+    protocol: str
+    eval_key: str
+    lambda_multiplier: float | None = None
+    chain: list[str] = field(default_factory=list)
+
+    @property
+    def pattern_key(self) -> str:
+        method = self.method if self.lambda_multiplier in (None, 1) else f"{self.method}@{self.lambda_multiplier:g}x"
+        return f"{method}/{self.protocol}"
+
+
+def _mult_tag(m: float) -> str:
+    return f"{m:g}".replace(".", "p")
+
+
+class Plan:
+    def __init__(self, preset: dict, datasets: dict[str, DatasetPlan]):
+        self.preset, self.datasets = preset, datasets
+        self.nodes: dict[str, Node] = {}
+        self.cells: list[Cell] = []
+        for ds in datasets.values():
+            self._plan_dataset(ds)
+        order = preset["order"]
+
+        def priority(cell: Cell) -> int:
+            return next((i for i, pat in enumerate(order) if fnmatch.fnmatchcase(cell.pattern_key, pat)), len(order))
+
+        keys = list(datasets)
+        ipcs = preset["ipc"]
+        self.cells.sort(key=lambda c: (priority(c), keys.index(c.dataset), ipcs.index(c.ipc) if c.ipc in ipcs else -1))
+        for cell in self.cells:
+            cell.chain = self.chain(cell.eval_key)
+
+    def add(self, node: Node) -> str:
+        self.nodes.setdefault(node.key, node)
+        return node.key
+
+    def chain(self, key: str) -> list[str]:
+        out: list[str] = []
+
+        def visit(k: str) -> None:
+            for parent in self.nodes[k].inputs.values():
+                visit(parent)
+            if k not in out:
+                out.append(k)
+
+        visit(key)
+        return out
+
+    def _plan_dataset(self, ds: DatasetPlan) -> None:
+        p, d = self.preset, ds.key
+        ingest = self.add(Node(f"{d}/dataset", "ingest", d, {}, _ov(p.get("ingest")) + _ov(
+            {"name": ds.name, "source": ds.source, "location": ds.location})))
+        gan = self.add(Node(f"{d}/gan", "pretrain", d, {"dataset": ingest}, _ov(p.get("pretrain"))))
+
+        def distill(loss: str, mult: float | None = None) -> str:
+            extra: dict[str, Any] = {"loss": loss}
+            tag = f"distill-{loss}"
+            if mult is not None and mult != 1:
+                from skdd.stages.distill import default_lambda
+
+                extra["lambda_skd"] = round(mult * default_lambda(loss, ds.name), 12)
+                tag += f"-lam{_mult_tag(mult)}x"
+            return self.add(Node(f"{d}/{tag}", "distill", d, {"dataset": ingest, "gan": gan},
+                                 _ov(p.get("distill")) + _ov(extra)))
+
+        def evaluate(src_key: str, tag: str, ipc: int | None, protocol: str, label: str) -> str:
+            section = dict(p.get("evaluate") or {})
+            if protocol == "dim":
+                section.update(p.get("evaluate_dim") or {})
+            if ipc is None:
+                section.update(p.get("evaluate_full") or {})
+            extra: dict[str, Any] = {"protocol": protocol, "architectures": p["architectures"], "label": label}
+            if ipc is not None:
+                extra["ipc"] = ipc
+            name = f"eval-{tag}-ipc{ipc}-{protocol}" if ipc is not None else f"eval-{tag}-{protocol}"
+            return self.add(Node(f"{d}/{name}", "evaluate", d, {"dataset": ingest, "synthetic": src_key},
+                                 _ov(section) + _ov(extra)))
+
+        generators: list[tuple[str, float | None, str]] = []   # (method, λ multiplier, GAN node)
+        for loss in p["losses"]:
+            generators.append((loss, None if loss == "cgan-only" else 1,
+                               gan if loss == "cgan-only" else distill(loss)))
+        if p["gan_only_control"]:
+            generators.append(("gan-only", None, distill("none")))
+        sweep = [m for m in p["lambda_sweep"] if m != 1]
+        for ipc in p["ipc"]:
+            def sampled(gan_key: str) -> str:
+                name = gan_key.split("/", 1)[1]
+                return self.add(Node(f"{d}/sample-{name}-ipc{ipc}", "sample", d, {"gan": gan_key},
+                                     _ov(p.get("sample")) + _ov({"ipc": ipc})))
+
+            runs = [(m, mult, g, p["protocols"]) for m, mult, g in generators]
+            runs += [("skd", mult, distill("skd", mult), p["lambda_protocols"]) for mult in sweep]
+            for method, mult, gkey, protocols in runs:
+                for protocol in protocols:
+                    src = sampled(gkey) if protocol == "strict" else gkey
+                    label = method if mult in (None, 1) else f"{method} lambda x{mult:g}"
+                    ekey = evaluate(src, gkey.split("/", 1)[1], ipc, protocol, label)
+                    cid = f"{d}/ipc{ipc}/{method if mult in (None, 1) else f'{method}@{mult:g}x'}/{protocol}"
+                    self.cells.append(Cell(cid, d, ipc, method, protocol, ekey, mult))
+            for method in p["baselines"]:
+                if method == "full":
+                    continue
+                skey = self.add(Node(f"{d}/select-{method}-ipc{ipc}", "select", d, {"dataset": ingest},
+                                     _ov(p.get("select")) + _ov({"method": method, "ipc": ipc})))
+                ekey = evaluate(skey, f"select-{method}", ipc, "strict", method)
+                self.cells.append(Cell(f"{d}/ipc{ipc}/{method}/strict", d, ipc, method, "strict", ekey))
+        if "full" in p["baselines"]:
+            ekey = evaluate(ingest, "full", None, "strict", "full")
+            self.cells.append(Cell(f"{d}/full/strict", d, None, "full", "strict", ekey))
+
+
+# ----------------------------------------------------------------------------------------------- environment
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_commit() -> str:
+    head = _git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return f"{head}+dirty" if dirty else head
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(kind: str | None) -> str:
+    import torch
+
+    if kind and str(kind).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    n = torch.get_num_threads()
+    return f"cpu: {cpu_model()} ({n} thread{'s' if n != 1 else ''})"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------- runner
+class Runner:
+    """Runs the plan's cells in order, each as the chain of stages it needs; records everything in the work folder."""
+
+    def __init__(self, preset: dict, preset_path: Path, plan: Plan, work: Path, command: str, *,
+                 max_minutes: float | None = None, max_stages: int | None = None, argv: list[str] | None = None):
+        self.preset, self.preset_path, self.plan, self.work, self.command = preset, preset_path, plan, work, command
+        self.base = str((REPO / preset["base"]).resolve()) if not Path(preset["base"]).is_absolute() \
+            else preset["base"]
+        self.max_minutes, self.max_stages = max_minutes, max_stages
+        self.t0 = time.monotonic()
+        self.started = _now()
+        self.argv = argv or []
+        self.stages_run = 0
+        self.stop_reason: str | None = None
+        self.failed: dict[str, str] = {}      # node key -> one-line reason
+        self.skipped: dict[str, str] = {}     # node key -> why it did not start in this run
+        self.commit = git_commit()
+        self.ledger_path = work / "ledger.json"
+        self.ledger = _read_json(self.ledger_path) or {"schema": SCHEMA, "stages": {}, "runs": []}
+        self._hash: dict[str, str] = {}
+        self.json_outs: list[Path] = []
+        self.results_md: Path | None = None
+
+    # ------------------------------------------------------------------ params and completeness
+    def params(self, node: Node):
+        from skdd.cli import stage_entry
+        from skdd.config import load_stage_params
+        from skdd.stages.ingest import effective_params
+
+        cls, _, _ = stage_entry(node.stage)
+        params = load_stage_params(cls, node.section or node.stage, self.base, node.overrides)
+        return effective_params(params) if node.stage == "ingest" else params
+
+    def params_hash(self, node: Node) -> str:
+        if node.key not in self._hash:
+            from skdd.config import params_hash
+
+            self._hash[node.key] = params_hash(self.params(node))
+        return self._hash[node.key]
+
+    def manifest(self, key: str) -> dict | None:
+        return _read_json(self.work / key / "manifest.json")
+
+    def complete(self, key: str) -> bool:
+        """The output exists with a manifest made with these params from the current input manifests."""
+        node = self.plan.nodes[key]
+        m = self.manifest(key)
+        if not isinstance(m, dict) or m.get("params_hash") != self.params_hash(node):
+            return False
+        recorded = {r.get("name"): r.get("manifest_sha256") for r in m.get("inputs", []) if isinstance(r, dict)}
+        return all(recorded.get(name) == _sha(self.work / parent / "manifest.json")
+                   for name, parent in node.inputs.items())
+
+    def chain_complete(self, cell: Cell) -> bool:
+        return all(self.complete(k) for k in cell.chain)
+
+    # ------------------------------------------------------------------ running
+    def _out_of_budget(self) -> str | None:
+        if self.max_minutes is not None and time.monotonic() - self.t0 >= self.max_minutes * 60:
+            return f"did not fit: --max-minutes {self.max_minutes:g} reached, no new stage started"
+        if self.max_stages is not None and self.stages_run >= self.max_stages:
+            return f"not started: --max-stages {self.max_stages} reached"
+        return None
+
+    def ensure(self, key: str) -> bool:
+        """Make node `key` complete (running its missing parents first); False when it could not be."""
+        if key in self.failed:
+            return False
+        node = self.plan.nodes[key]
+        for parent in node.inputs.values():
+            if not self.ensure(parent):
+                self.skipped.setdefault(key, self.failed.get(parent) or self.skipped.get(parent) or "blocked")
+                return False
+        if self.complete(key):
+            return True
+        ds = self.plan.datasets[node.dataset]
+        if node.stage == "ingest" and ds.missing:
+            self.skipped[key] = ds.missing
+            return False
+        self.stop_reason = self.stop_reason or self._out_of_budget()
+        if self.stop_reason:
+            self.skipped[key] = self.stop_reason
+            return False
+        return self._run(node)
+
+    def _run(self, node: Node) -> bool:
+        from skdd.cli import run_stage
+        from skdd.errors import SkddError
+
+        entry = self.ledger["stages"].get(node.key)
+        phash = self.params_hash(node)
+        if not entry or entry.get("params_hash") != phash:
+            entry = {"stage": node.stage, "params_hash": phash, "attempts": 0, "wall_seconds": 0.0}
+        entry["attempts"] += 1
+        entry["completed"] = False
+        self.ledger["stages"][node.key] = entry
+        inputs = {name: str(self.work / parent) for name, parent in node.inputs.items()}
+        print(f"reproduce: [{self.elapsed_text()}] {node.stage} -> {node.key}"
+              f"{' (resuming)' if entry['attempts'] > 1 else ''}", flush=True)
+        self.stages_run += 1
+        t = time.monotonic()
+        ok = False
+        try:
+            manifest = run_stage(node.stage, output=str(self.work / node.key), inputs=inputs,
+                                 params_file=self.base, overrides=node.overrides, section=node.section)
+            ok = True
+        except SkddError as exc:
+            self.failed[node.key] = f"{node.stage} failed: {exc}"
+            print(f"reproduce: {node.key}: {exc}", file=sys.stderr, flush=True)
+        except Exception as exc:   # noqa: BLE001 - a crash (e.g. out of memory) fails this chain, not the matrix
+            import traceback
+
+            traceback.print_exc()
+            self.failed[node.key] = f"{node.stage} crashed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        finally:
+            entry["wall_seconds"] = round(entry["wall_seconds"] + time.monotonic() - t, 3)
+            if ok:
+                kind = (manifest.get("environment") or {}).get("device") or "cpu"
+                entry.update(completed=True, finished=_now(), device=kind, device_name=device_name(kind),
+                             torch=_torch_version(), commit=self.commit)
+            _write_json(self.ledger_path, self.ledger)
+        return ok
+
+    def elapsed_text(self) -> str:
+        return _duration(time.monotonic() - self.t0)
+
+    def run(self) -> str:
+        """Every cell in order; results are rewritten after every finished evaluation. Returns the stop reason."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        status = "interrupted"
+        try:
+            for cell in self.plan.cells:
+                before = self.complete(cell.eval_key)
+                for key in cell.chain:
+                    if not self.ensure(key):
+                        break
+                if not before and self.chain_complete(cell):
+                    self.write_results()
+            status = self.stop_reason or ("failed stages" if self.failed else "complete")
+        finally:
+            self.ledger["runs"].append({"started": self.started, "finished": _now(),
+                                        "wall_seconds": round(time.monotonic() - self.t0, 3), "argv": self.argv,
+                                        "stages_run": self.stages_run, "stopped": status,
+                                        "device": device_name("cuda" if _cuda() else "cpu"),
+                                        "torch": _torch_version(), "commit": self.commit})
+            _write_json(self.ledger_path, self.ledger)
+            self.write_results()
+        return status
+
+    # ------------------------------------------------------------------ results
+    def _stage_info(self, key: str) -> dict:
+        m = self.manifest(key) or {}
+        entry = self.ledger["stages"].get(key) or {}
+        kind = entry.get("device") or (m.get("environment") or {}).get("device") or "cpu"
+        return {"output": key, "stage": self.plan.nodes[key].stage,
+                "wall_seconds": entry.get("wall_seconds"), "attempts": entry.get("attempts"),
+                "device": entry.get("device_name") or device_name(kind),
+                "torch": entry.get("torch") or (m.get("environment") or {}).get("torch"),
+                "commit": entry.get("commit") or ((m.get("code") or {}).get("git_commit") or "")[:12] or None,
+                "finished": entry.get("finished") or m.get("created")}
+
+    def _reason(self, cell: Cell) -> str:
+        for key in cell.chain:
+            if key in self.failed:
+                return self.failed[key]
+        for key in cell.chain:
+            if key in self.skipped:
+                return self.skipped[key]
+        return "not run yet"
+
+    def collect(self) -> dict:
+        ds_info = {k: {"name": d.name, "label": d.label, "data_copy": d.data_copy, "source": d.source,
+                       "location": d.location, "missing": d.missing} for k, d in self.plan.datasets.items()}
+        cells, distills = [], []
+        for cell in self.plan.cells:
+            ds = self.plan.datasets[cell.dataset]
+            distill_key = next((k for k in cell.chain if self.plan.nodes[k].stage == "distill"), None)
+            base = {"id": cell.id, "dataset": cell.dataset, "dataset_name": ds.name, "dataset_label": ds.label,
+                    "data_copy": ds.data_copy, "ipc": cell.ipc, "method": cell.method,
+                    "loss": None, "lambda_multiplier": cell.lambda_multiplier, "lambda": None,
+                    "protocol": cell.protocol, "protocol_label": PROTOCOL_LABELS[cell.protocol],
+                    "evaluation": cell.eval_key, "command": self.command}
+            if distill_key:
+                base["loss"] = next((o.split("=", 1)[1].strip('"') for o in self.plan.nodes[distill_key].overrides
+                                     if o.startswith("loss=")), None)
+            if not self.chain_complete(cell):
+                for arch in self.preset["architectures"]:
+                    cells.append({**base, "architecture": arch, "status": "failed" if any(
+                        k in self.failed for k in cell.chain) else "not_run", "reason": self._reason(cell)})
+                continue
+            metrics = _read_json(self.work / cell.eval_key / "metrics.json") or {}
+            stages = {self.plan.nodes[k].stage: self._stage_info(k) for k in cell.chain}
+            walls = [s["wall_seconds"] for s in stages.values()]
+            if distill_key:
+                dm = (self.manifest(distill_key) or {})
+                if base["loss"] != "none":
+                    base["lambda"] = (dm.get("resolved") or {}).get("lambda")
+                base["grad_ratio_median"] = (dm.get("metrics") or {}).get("grad_ratio_median")
+            ev = stages["evaluate"]
+            for arch, r in (metrics.get("architectures") or {}).items():
+                cells.append({**base, "architecture": arch, "status": "done", "accuracies": r["accuracies"],
+                              "mean": r["mean"], "std": r["std"], "trials": len(r["accuracies"]),
+                              "epochs": metrics.get("epochs"), "width": metrics.get("width"),
+                              "eval_wall_seconds": r.get("wall_seconds"), "stages": stages,
+                              "chain_wall_seconds": round(sum(w for w in walls if w is not None), 3)
+                              if all(w is not None for w in walls) else None,
+                              "device": ev["device"], "torch": ev["torch"], "commit": ev["commit"]})
+        for key, node in self.plan.nodes.items():
+            if node.stage != "distill" or not self.complete(key):
+                continue
+            m = self.manifest(key) or {}
+            params, met = m.get("params") or {}, m.get("metrics") or {}
+            distills.append({"output": key, "dataset": node.dataset, "loss": params.get("loss"),
+                             "lambda": None if params.get("loss") == "none" else (m.get("resolved") or {}).get(
+                                 "lambda"),
+                             "steps": params.get("steps"), "grad_norm_every": params.get("grad_norm_every"),
+                             "grad_ratio_median": met.get("grad_ratio_median"),
+                             "final_loss_match": met.get("final_loss_match"),
+                             "wall_seconds": (self.ledger["stages"].get(key) or {}).get("wall_seconds")})
+        runs = self.ledger.get("runs", [])
+        return {"schema": SCHEMA, "preset": self.preset["name"], "preset_file": _rel(self.preset_path),
+                "description": self.preset.get("description", ""), "base": self.preset["base"],
+                "command": self.command, "work": str(self.work), "updated": _now(), "commit": self.commit,
+                "torch": _torch_version(), "device": device_name("cuda" if _cuda() else "cpu"),
+                "runs": runs, "total_wall_seconds": round(sum(r.get("wall_seconds", 0) for r in runs), 3),
+                "settings": self.settings(), "datasets": ds_info, "architectures": self.preset["architectures"],
+                "ipc": self.preset["ipc"], "protocols": self.preset["protocols"],
+                "lambda_protocols": self.preset["lambda_protocols"], "cells": cells, "distills": distills}
+
+    def settings(self) -> dict:
+        """The resolved budget (steps, widths, epochs, trials) for the header: read from the params that ran."""
+        out: dict[str, dict] = {}
+        for node in self.plan.nodes.values():
+            section = node.stage if node.stage != "evaluate" else "evaluate_full" if "/eval-full-" in node.key \
+                else "evaluate_" + next(o.split("=", 1)[1].strip('"') for o in node.overrides
+                                        if o.startswith("protocol="))
+            if section in out:
+                continue
+            try:
+                p = self.params(node)
+            except Exception:   # noqa: BLE001 - a bad param is reported by the stage itself
+                continue
+            keep = {"pretrain": ("steps", "batch_size", "g_width", "d_width"),
+                    "distill": ("steps", "batch_size", "pool", "pool_width", "pool_steps", "grad_norm_every"),
+                    "evaluate_strict": ("epochs", "trials", "width", "batch_size"),
+                    "evaluate_dim": ("epochs", "trials", "width", "checks", "dim_batch_size"),
+                    "evaluate_full": ("epochs", "trials", "width")}.get(section)
+            if keep:
+                out[section] = {k: getattr(p, k) for k in keep}
+        return out
+
+    def write_results(self) -> dict:
+        results = self.collect()
+        _write_json(self.work / "results.json", results)
+        for target in self.json_outs:
+            _write_json(target, results)
+        if self.results_md is not None:
+            write_section(self.results_md, results["preset"], render_section(results))
+        return results
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+
+
+# ----------------------------------------------------------------------------------------------- estimate
+def estimate(runner: Runner) -> dict:
+    """Seconds for every planned stage from the preset's `cost_model` (measured per-unit costs)."""
+    cm = runner.preset.get("cost_model") or {}
+    if not cm:
+        raise PresetError("--estimate: the preset has no cost_model")
+    per_stage: dict[str, float] = {}
+    for key, node in runner.plan.nodes.items():
+        p = runner.params(node)
+        over = cm.get("stage_overhead", 0.0)
+        if node.stage == "ingest":
+            s = cm.get("ingest", 0.0)
+        elif node.stage == "pretrain":
+            s = p.steps * cm["pretrain_step"]
+        elif node.stage == "distill":
+            s = p.steps * (cm["distill_step_none"] if p.loss == "none" else cm["distill_step"])
+            if p.loss != "none" and p.grad_norm_every:
+                s *= 1 + cm.get("grad_norm_extra", 0.0) / p.grad_norm_every
+        elif node.stage in ("sample", "select"):
+            s = cm.get(node.stage, 0.0)
+        else:
+            units = len(p.architectures) * p.trials
+            scale = (p.ipc or cm.get("full_ipc", 6000)) / 10   # per-epoch cost grows with the images per epoch
+            if p.protocol == "strict":
+                s = units * (p.epochs * cm["strict_epoch"] * max(scale, 1.0) + cm["test_pass"])
+            else:
+                s = units * (p.epochs * cm["dim_epoch"] * max(scale, 1.0) + p.checks * cm["test_pass"])
+        per_stage[key] = round(s + over, 1)
+    by_kind: dict[str, float] = {}
+    for key, s in per_stage.items():
+        node = runner.plan.nodes[key]
+        kind = node.stage
+        if node.stage == "evaluate":
+            kind += "[" + next(o.split("=", 1)[1].strip('"') for o in node.overrides if o.startswith("protocol=")) + "]"
+        by_kind[kind] = round(by_kind.get(kind, 0.0) + s, 1)
+    total = round(sum(per_stage.values()), 1)
+    return {"stages": len(per_stage), "cells": len(runner.plan.cells), "seconds_by_stage": by_kind,
+            "total_seconds": total, "total": _duration(total)}
+
+
+# ----------------------------------------------------------------------------------------------- markdown
+def compare_pair(better: tuple[float, float], worse: tuple[float, float]) -> str:
+    """Does `better` (mean, std) beat `worse`? "holds", "reversed", or "within noise" when the means differ by no
+    more than the larger of the two stds."""
+    diff = better[0] - worse[0]
+    if abs(diff) <= max(better[1], worse[1]):
+        return "within noise"
+    return "holds" if diff > 0 else "reversed"
+
+
+def ordering_verdict(chain: list[tuple[str, float, float]]) -> dict:
+    """The claimed order (best first) checked pair by pair on (name, mean, std): a summary and one line per pair."""
+    if len(chain) < 2:
+        return {"summary": "not measured", "pairs": []}
+    pairs = [(a[0], b[0], compare_pair((a[1], a[2]), (b[1], b[2]))) for a, b in zip(chain, chain[1:])]
+    verdicts = [v for _, _, v in pairs]
+    means_in_order = all(a[1] > b[1] for a, b in zip(chain, chain[1:]))
+    if all(v == "holds" for v in verdicts):
+        summary = "holds"
+    elif "reversed" in verdicts:
+        bad = "; ".join(f"{a} < {b}" for a, b, v in pairs if v == "reversed")
+        summary = f"does not hold ({bad}, beyond noise)"
+    else:
+        noisy = "; ".join(f"{a} vs {b}" for a, b, v in pairs if v == "within noise")
+        summary = (f"within noise ({noisy}); the means are "
+                   + ("in the claimed order" if means_in_order else "not in the claimed order"))
+    return {"summary": summary, "pairs": pairs}
+
+
+def _num(value: float | None, spec: str, missing: str = "—") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def _fmt(cell: dict) -> str:
+    return f"{cell['mean']:.1f} ± {cell['std']:.1f} ({cell['trials']})"
+
+
+def _paper_value(method: str, dataset_name: str, ipc: int | None) -> tuple[float, float] | None:
+    return (PAPER["table1"].get(method) or {}).get(dataset_name, {}).get("full" if ipc is None else ipc)
+
+
+def _paper_text(paper: tuple[float, float] | None, measured: dict | None) -> str:
+    if paper is None:
+        return "—"
+    if measured is None or measured.get("status") != "done":
+        return f"{paper[0]:.1f}"
+    return f"{paper[0]:.1f} ({measured['mean'] - paper[0]:+.1f})"
+
+
+def _status_text(cell: dict | None) -> str:
+    if cell is None:
+        return "n/a"
+    return _fmt(cell) if cell["status"] == "done" else ("failed" if cell["status"] == "failed" else "not run")
+
+
+def _table1(results: dict, protocol: str, arch: str) -> list[str]:
+    cells = [c for c in results["cells"] if c["protocol"] == protocol and c["architecture"] == arch
+             and c["lambda_multiplier"] in (None, 1)]
+    if not cells:
+        return []
+    columns = [(k, ipc) for k in results["datasets"] for ipc in results["ipc"]
+               if any(c["dataset"] == k for c in cells)]
+    head = "| method | " + " | ".join(
+        f"{results['datasets'][k]['label']} IPC {ipc} | paper (Δ)" for k, ipc in columns) + " |"
+    lines = [head, "|---|" + "---:|---:|" * len(columns)]
+    for method, label in METHOD_ROWS:
+        row_cells = [c for c in cells if c["method"] == method]
+        if not row_cells:
+            continue
+        parts = []
+        for k, ipc in columns:
+            found = next((c for c in row_cells if c["dataset"] == k and c["ipc"] in (ipc, None)), None)
+            paper = _paper_value(method, results["datasets"][k]["name"], None if method == "full" else ipc) \
+                if arch == "convnet3" else None
+            parts += [_status_text(found), _paper_text(paper, found)]
+        lines.append(f"| {label} | " + " | ".join(parts) + " |")
+    return lines
+
+
+def _lookup(results: dict, **where: Any) -> dict | None:
+    for c in results["cells"]:
+        if all(c.get(k) == v for k, v in where.items()):
+            return c
+    return None
+
+
+def render_section(results: dict) -> str:
+    ds = results["datasets"]
+    runs = results.get("runs") or []
+    last = runs[-1] if runs else {}
+    out = [f"## Preset `{results['preset']}`", ""]
+    if results.get("description"):
+        out += [" ".join(str(results["description"]).split()), ""]
+    s = results.get("settings") or {}
+    budget = "; ".join(f"{k}: " + ", ".join(f"{a} {b}" for a, b in v.items()) for k, v in s.items())
+    done = [c for c in results["cells"] if c["status"] == "done"]
+    out += ["| | |", "|---|---|",
+            f"| command | `{results['command']}` |",
+            f"| device | {last.get('device') or results.get('device')} |",
+            f"| torch | {results.get('torch')} |",
+            f"| commit | `{results.get('commit')}` |",
+            f"| date | {results.get('updated')} (last run) |",
+            f"| total wall time | {_duration(results.get('total_wall_seconds') or 0)} over {len(runs)} run(s) "
+            f"({'; '.join(r.get('stopped', '?') for r in runs)}) |",
+            "| data | " + "; ".join(f"{d['label']}: {d['data_copy']}" + (f" — **{d['missing']}**" if d["missing"]
+                                                                           else "") for d in ds.values()) + " |",
+            f"| budget | {budget} |",
+            f"| cells measured | {len(done)} of {len(results['cells'])} |", ""]
+    archs = results["architectures"]
+    for protocol in results["protocols"]:
+        for arch in archs[:1]:
+            lines = _table1(results, protocol, arch)
+            if not lines:
+                continue
+            out += [f"### Table 1 layout: {PROTOCOL_LABELS[protocol]}, {arch}", "",
+                    "Test accuracy (%), mean ± population std (trials). *paper (Δ)*: the paper's Table 1 number "
+                    "and measured − paper. The paper's generative rows used the DiM protocol and its full schedule"
+                    + (", so a strict number is not expected to match them." if protocol == "strict" else
+                       "; baselines have no generator, so they appear in the strict table only.") + "", ""]
+            out += lines + [""]
+        if len(archs) > 1:
+            out += _table2(results, protocol)
+    out += _ordering_section(results)
+    out += _lambda_section(results)
+    missing = [c for c in results["cells"] if c["status"] != "done"]
+    out += ["### What did not run", ""]
+    if not missing:
+        out += ["Every planned cell ran.", ""]
+    else:
+        by_reason: dict[str, list[str]] = {}
+        for c in missing:
+            by_reason.setdefault(c.get("reason") or "?", [])
+            name = f"{c['id']} [{c['architecture']}]"
+            if name not in by_reason[c.get("reason") or "?"]:
+                by_reason[c.get("reason") or "?"].append(name)
+        for reason, ids in by_reason.items():
+            out.append(f"- {reason}: {', '.join(ids)}")
+        out.append("")
+    out += ["### Every measured cell", "",
+            "| cell | arch | accuracies (%) | mean ± std (n) | epochs | device | commit | wall s (stage: seconds) | "
+            "data copy |", "|---|---|---|---|---:|---|---|---|---|"]
+    for c in done:
+        walls = ", ".join(f"{k} {v['wall_seconds']:.0f}" if v.get("wall_seconds") is not None else f"{k} ?"
+                          for k, v in c["stages"].items())
+        accs = ", ".join(f"{a:.2f}" for a in c["accuracies"])
+        out.append(f"| {c['id']} | {c['architecture']} | {accs} | {_fmt(c)} | {c.get('epochs')} | {c['device']} | "
+                   f"`{c['commit']}` | {walls} | {c['data_copy']} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def _table2(results: dict, protocol: str) -> list[str]:
+    out: list[str] = []
+    archs = results["architectures"]
+    for k, d in results["datasets"].items():
+        for ipc in results["ipc"]:
+            cells = [c for c in results["cells"] if c["dataset"] == k and c["ipc"] == ipc
+                     and c["protocol"] == protocol and c["lambda_multiplier"] in (None, 1)]
+            if not cells:
+                continue
+            paper_ok = d["name"] == "cifar10" and ipc == 10
+            out += [f"### Table 2 layout (cross-architecture): {d['label']}, IPC {ipc}, {PROTOCOL_LABELS[protocol]}",
+                    "", "| method | " + " | ".join(f"{a} | paper (Δ)" for a in archs) + " |",
+                    "|---|" + "---:|---:|" * len(archs)]
+            for method, label in METHOD_ROWS:
+                parts = []
+                if not any(c["method"] == method for c in cells):
+                    continue
+                for a in archs:
+                    found = next((c for c in cells if c["method"] == method and c["architecture"] == a), None)
+                    paper = (PAPER["table2"].get(method) or {}).get(a) if paper_ok else None
+                    parts += [_status_text(found), _paper_text(paper, found)]
+                out.append(f"| {label} | " + " | ".join(parts) + " |")
+            out.append("")
+    return out
+
+
+def _ordering_section(results: dict) -> list[str]:
+    out = ["### Ordering check: skd > skd-nostand > dim-mse > cgan-only?", "",
+           "Adjacent pairs: *holds* when the better mean exceeds the other by more than the larger std, *within "
+           "noise* when they differ by no more than that, *reversed* otherwise.", ""]
+    any_line = False
+    for protocol in results["protocols"]:
+        for arch in results["architectures"]:
+            for k, d in results["datasets"].items():
+                for ipc in results["ipc"]:
+                    where = dict(dataset=k, ipc=ipc, protocol=protocol, architecture=arch, status="done")
+                    chain = []
+                    for m in CLAIMED_ORDER:
+                        c = _lookup(results, method=m, lambda_multiplier=None if m == "cgan-only" else 1, **where)
+                        if c is not None:
+                            chain.append((m, c["mean"], c["std"]))
+                    if not chain:
+                        continue
+                    any_line = True
+                    v = ordering_verdict(chain)
+                    means = ", ".join(f"{n} {m:.2f} ± {s:.2f}" for n, m, s in chain)
+                    missing = [m for m in CLAIMED_ORDER if m not in [n for n, _, _ in chain]]
+                    line = f"- **{d['label']} IPC {ipc}, {protocol}, {arch}**: {v['summary']}. Measured: {means}"
+                    if missing:
+                        line += f" (not measured: {', '.join(missing)})"
+                    pair_text = "; ".join(f"{a} vs {b}: {x}" for a, b, x in v["pairs"])
+                    if pair_text:
+                        line += f". Pairs: {pair_text}"
+                    paper = [(m, *_paper_value(m, d["name"], ipc)) for m in CLAIMED_ORDER
+                             if _paper_value(m, d["name"], ipc) and arch == "convnet3"]
+                    if len(paper) == len(CLAIMED_ORDER):
+                        ok = all(a[1] > b[1] for a, b in zip(paper, paper[1:]))
+                        line += (". The paper's own Table 1 here: " + " / ".join(f"{m} {x:.1f}" for m, x, _ in paper)
+                                 + (" (in the claimed order)" if ok else " (NOT in the claimed order)"))
+                    gan = _lookup(results, method="gan-only", **where)
+                    skd = _lookup(results, method="skd", lambda_multiplier=1, **where)
+                    if gan is not None and skd is not None:
+                        line += (f". SKD vs the GAN-only control at equal generator steps: {skd['mean']:.2f} vs "
+                                 f"{gan['mean']:.2f} ({compare_pair((skd['mean'], skd['std']), (gan['mean'], gan['std']))})")
+                    out.append(line + ".")
+    if not any_line:
+        out.append("No loss-mode cell has been measured yet.")
+    out.append("")
+    return out
+
+
+def _lambda_section(results: dict) -> list[str]:
+    out = ["### Does the SKD term matter? λ sweep and gradient-norm ratio", "",
+           "Ratio = |∇ of λ·τ²·L_match| / |∇ of the adversarial loss| at G's output, median over the logged "
+           "distillation steps (`grad_norm_every`). The GAN-only control is λ = 0.", ""]
+    sweep = [c for c in results["cells"] if c["method"] == "skd" and c["lambda_multiplier"] is not None]
+    mults = sorted({c["lambda_multiplier"] for c in sweep})
+    if len(mults) > 1:
+        out += ["| dataset | IPC | protocol | arch | λ multiplier | λ | accuracy | median grad ratio |",
+                "|---|---:|---|---|---:|---:|---:|---:|"]
+        for k, d in results["datasets"].items():
+            for ipc in results["ipc"]:
+                for protocol in results["lambda_protocols"]:
+                    for arch in results["architectures"]:
+                        where = dict(dataset=k, ipc=ipc, protocol=protocol, architecture=arch)
+                        gan = _lookup(results, method="gan-only", **where)
+                        if gan is not None:
+                            out.append(f"| {d['label']} | {ipc} | {protocol} | {arch} | 0 (GAN-only control) | 0 | "
+                                       f"{_status_text(gan)} | — |")
+                        for m in mults:
+                            c = _lookup(results, method="skd", lambda_multiplier=m, **where)
+                            if c is None:
+                                continue
+                            lam = f"{c['lambda']:g}" if c.get("lambda") is not None else "—"
+                            out.append(f"| {d['label']} | {ipc} | {protocol} | {arch} | ×{m:g}"
+                                       f"{' (paper)' if m == 1 else ''} | {lam} | {_status_text(c)} | "
+                                       f"{_num(c.get('grad_ratio_median'), '.3g')} |")
+        out.append("")
+    if results.get("distills"):
+        out += ["Every distillation run:", "", "| output | loss | λ | steps | median grad ratio | final L_match | "
+                "wall s |", "|---|---|---:|---:|---:|---:|---:|"]
+        for r in results["distills"]:
+            lam, ratio, lm, wall = r["lambda"], r.get("grad_ratio_median"), r.get("final_loss_match"), \
+                r.get("wall_seconds")
+            out.append(f"| {r['output']} | {r['loss']} | {_num(lam, 'g')} | {r['steps']} | {_num(ratio, '.3g')} | "
+                       f"{_num(lm, '.4g')} | {_num(wall, '.0f', '?')} |")
+        out.append("")
+    elif len(mults) <= 1:
+        out += ["No distillation has finished yet.", ""]
+    return out
+
+
+RESULTS_HEADER = """# Reproduction results
+
+Written by `benchmarks/reproduce.py`: one section per preset, each replaced whole when its preset runs again.
+Every number below was measured by the command in its section's header; the paper's numbers are quoted beside
+them for comparison only. See `benchmarks/presets/` for what each preset runs.
+"""
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replace (or append) the preset's section between its markers; every other byte of the file is kept."""
+    begin, end = f"<!-- reproduce:{name} begin -->", f"<!-- reproduce:{name} end -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    text = path.read_text() if path.exists() else RESULTS_HEADER
+    if begin in text and end in text and text.index(begin) < text.index(end):
+        i, j = text.index(begin), text.index(end) + len(end)
+        text = text[:i] + block + text[j:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------- main
+def _command(preset_path: Path, work: Path, data: list[str]) -> str:
+    parts = ["python", "benchmarks/reproduce.py", "--preset", _rel(preset_path), "--work", str(work)]
+    for d in data:
+        parts += ["--data", d]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", type=Path, help="benchmarks/presets/<name>.yaml (required unless --render-only)")
+    ap.add_argument("--work", type=Path, help="folder for every artifact, ledger.json and results.json")
+    ap.add_argument("--data", action="append", default=[], metavar="DATASET=[SOURCE:]LOCATION",
+                    help="where a dataset's copy is on this machine (overrides the preset; repeatable)")
+    ap.add_argument("--max-minutes", type=float, default=None, help="start no new stage after M minutes")
+    ap.add_argument("--max-stages", type=int, default=None, help="start at most N stages (for tests)")
+    ap.add_argument("--results-md", type=Path, default=REPO / "docs" / "results.md",
+                    help="markdown file whose section for this preset is replaced (default: docs/results.md)")
+    ap.add_argument("--no-md", action="store_true", help="do not write the markdown")
+    ap.add_argument("--json-out", type=Path, action="append", default=[], help="also copy results.json here")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rebuild the markdown from results.json (--results-json, default <work>/results.json)")
+    ap.add_argument("--results-json", type=Path, default=None)
+    ap.add_argument("--estimate", action="store_true", help="print the cost-model estimate of the plan and exit")
+    ap.add_argument("--plan", action="store_true", help="print the planned cells and stages and exit")
+    return ap
+
+
+def build(args: argparse.Namespace) -> Runner:
+    preset_path = args.preset if args.preset.is_absolute() or args.preset.exists() else REPO / args.preset
+    preset = load_preset(preset_path)
+    overrides: dict[str, str] = {}
+    for item in args.data:
+        key, sep, value = item.partition("=")
+        if not sep or key not in preset["datasets"]:
+            raise PresetError(f"--data {item!r}: expected DATASET=[SOURCE:]LOCATION with DATASET one of "
+                              f"{', '.join(preset['datasets'])}")
+        overrides[key] = value
+    datasets = {k: resolve_dataset(k, v, overrides.get(k)) for k, v in preset["datasets"].items()}
+    plan = Plan(preset, datasets)
+    work = args.work.resolve()
+    runner = Runner(preset, preset_path, plan, work, _command(preset_path, args.work, args.data),
+                    max_minutes=args.max_minutes, max_stages=args.max_stages, argv=sys.argv[1:])
+    runner.json_outs = list(args.json_out)
+    runner.results_md = None if args.no_md else args.results_md
+    return runner
+
+
+class _Terminated(KeyboardInterrupt):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.render_only:
+        if args.results_json is None and args.work is None:
+            parser.error("--render-only needs --work or --results-json")
+        source = args.results_json or args.work / "results.json"
+        results = _read_json(source)
+        if not isinstance(results, dict) or results.get("schema") != SCHEMA:
+            print(f"reproduce: {source}: not a results.json written by this script", file=sys.stderr)
+            return 2
+        if not args.no_md:
+            write_section(args.results_md, results["preset"], render_section(results))
+        for target in args.json_out:
+            _write_json(target, results)
+        print(f"reproduce: wrote the `{results['preset']}` section of {args.results_md}")
+        return 0
+    if args.preset is None or args.work is None:
+        parser.error("--preset and --work are required")
+    from skdd.errors import SkddError
+
+    try:
+        for var in ENV_SOURCE:   # the preset names each dataset's copy; one env location cannot serve several
+            if os.environ.pop(var, None):
+                print(f"reproduce: ignoring ${var} (use --data DATASET=[SOURCE:]LOCATION)", file=sys.stderr)
+        runner = build(args)
+        for d in runner.plan.datasets.values():
+            if d.missing:
+                print(f"reproduce: {d.label}: {d.missing}; its cells are recorded as not run", file=sys.stderr)
+        try:
+            for node in runner.plan.nodes.values():   # every stage's params, before anything runs
+                runner.params(node)
+        except SkddError as exc:
+            raise PresetError(str(exc)) from None
+        if args.plan or args.estimate:
+            for cell in runner.plan.cells:
+                print(f"{cell.pattern_key:28s} {cell.id}")
+            print(f"{len(runner.plan.cells)} cells, {len(runner.plan.nodes)} stages")
+            if args.estimate:
+                print(json.dumps(estimate(runner), indent=2))
+            return 0
+    except PresetError as exc:
+        print(f"reproduce: error: {exc}", file=sys.stderr)
+        return 2
+
+    def on_term(signum, frame):   # SIGTERM (timeout, kill): stop like Ctrl-C; stages resume from checkpoints
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        status = runner.run()
+    except _Terminated:
+        print("reproduce: terminated; re-run the same command to resume", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("reproduce: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except SkddError as exc:
+        print(f"reproduce: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    results = _read_json(runner.work / "results.json") or {}
+    done = sum(1 for c in results.get("cells", []) if c["status"] == "done")
+    print(f"reproduce: {status}; {done} of {len(results.get('cells', []))} cells measured; "
+          f"{runner.work / 'results.json'}" + (f", {runner.results_md}" if runner.results_md else ""))
+    return 0 if status in ("complete",) or status.startswith(("did not fit", "not started")) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
