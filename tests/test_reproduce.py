@@ -29,28 +29,30 @@ _spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
 reproduce = importlib.util.module_from_spec(_spec)
 sys.modules["reproduce"] = reproduce
 _spec.loader.exec_module(reproduce)
+import paper_tables  # noqa: E402 - siblings of reproduce.py, on sys.path once it is loaded
+import results_md  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------- wording and markdown
 def test_pair_wording():
-    assert reproduce.compare_pair((90.0, 1.0), (89.5, 1.0)) == "within noise"
-    assert reproduce.compare_pair((90.0, 0.1), (85.0, 0.1)) == "holds"
-    assert reproduce.compare_pair((85.0, 0.1), (90.0, 0.1)) == "reversed"
-    assert reproduce.compare_pair((90.0, 0.2), (89.0, 1.0)) == "within noise"   # the larger std decides
-    assert reproduce.compare_pair((90.0, 0.0), (90.0, 0.0)) == "within noise"
+    assert results_md.compare_pair((90.0, 1.0), (89.5, 1.0)) == "within noise"
+    assert results_md.compare_pair((90.0, 0.1), (85.0, 0.1)) == "holds"
+    assert results_md.compare_pair((85.0, 0.1), (90.0, 0.1)) == "reversed"
+    assert results_md.compare_pair((90.0, 0.2), (89.0, 1.0)) == "within noise"   # the larger std decides
+    assert results_md.compare_pair((90.0, 0.0), (90.0, 0.0)) == "within noise"
 
 
 def test_ordering_verdicts():
-    holds = reproduce.ordering_verdict([("skd", 90, 0.1), ("skd-nostand", 85, 0.1), ("dim-mse", 80, 0.1),
+    holds = results_md.ordering_verdict([("skd", 90, 0.1), ("skd-nostand", 85, 0.1), ("dim-mse", 80, 0.1),
                                         ("cgan-only", 75, 0.1)])
     assert holds["summary"] == "holds"
     assert [v for _, _, v in holds["pairs"]] == ["holds"] * 3
-    noisy = reproduce.ordering_verdict([("skd", 90, 1), ("skd-nostand", 89.5, 1), ("dim-mse", 80, 0.1)])
+    noisy = results_md.ordering_verdict([("skd", 90, 1), ("skd-nostand", 89.5, 1), ("dim-mse", 80, 0.1)])
     assert noisy["summary"].startswith("within noise (skd vs skd-nostand)")
     assert "in the claimed order" in noisy["summary"] and "not in" not in noisy["summary"]
-    broken = reproduce.ordering_verdict([("skd", 80, 0.1), ("skd-nostand", 85, 0.1), ("dim-mse", 84.9, 1)])
+    broken = results_md.ordering_verdict([("skd", 80, 0.1), ("skd-nostand", 85, 0.1), ("dim-mse", 84.9, 1)])
     assert broken["summary"] == "does not hold (skd < skd-nostand, beyond noise)"
-    assert reproduce.ordering_verdict([("skd", 80, 0.1)])["summary"] == "not measured"
+    assert results_md.ordering_verdict([("skd", 80, 0.1)])["summary"] == "not measured"
 
 
 def test_section_replaces_only_itself(tmp_path):
@@ -69,11 +71,11 @@ def test_section_replaces_only_itself(tmp_path):
 
 
 def test_paper_numbers():
-    t1, t2 = reproduce.PAPER["table1"], reproduce.PAPER["table2"]
+    t1, t2 = paper_tables.PAPER["table1"], paper_tables.PAPER["table2"]
     assert [t1["skd"][d][i][0] for d in ("mnist", "fashion-mnist", "cifar10") for i in (1, 10, 50)] == \
         [97.9, 98.7, 99.1, 85.5, 89.0, 89.8, 51.6, 68.2, 74.0]
     assert [t2["skd"][a][0] for a in ("convnet3", "resnet18", "alexnet", "vgg11")] == [68.2, 69.9, 69.6, 69.2]
-    assert {m for m, _ in reproduce.METHOD_ROWS} - {"gan-only"} <= set(t1)
+    assert {m for m, _ in paper_tables.METHOD_ROWS} - {"gan-only"} <= set(t1)
 
 
 # ------------------------------------------------------------------------------------------- presets
