@@ -4,57 +4,20 @@ and the DVC remote in a real S3-compatible server (`dvc push`, then `dvc pull` i
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
+from dvc_project import BIN, ROOT, new_project, ran_stages, run
 from helpers import MNIST
 from s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, weed_binary
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def run(cmd, cwd, env):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
-
-
-def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def new_project(repo: Path, **env_extra: str) -> dict:
-    """A git repo holding what a user's clone holds (dvc.yaml, .dvc/, src/, the smoke profile as params.yaml)."""
-    if not MNIST.is_dir():
-        pytest.skip("../shared/datasets/mnist not present")
-    if not (BIN / "dvc").exists():
-        pytest.skip("dvc not installed in this environment")
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
-    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "params" / "smoke.yaml", repo / "params.yaml")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SKDD_DATA_LOCATION": str(MNIST),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           **env_extra}
-    run(["git", "init", "-q"], repo, env)
-    return env
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("project")
-    env = new_project(repo)
-    first = run([str(BIN / "dvc"), "repro"], repo, env)
+def project(dvc_smoke):
+    repo, env, first, _ = dvc_smoke
     return repo, env, first
 
 

@@ -1,20 +1,16 @@
 """The Kubeflow pipeline, end to end under `kfp.local` (SubprocessRunner, no venv) on the smoke profile.
 
-Its final evaluation must match the `dvc repro` chain on the same profile: the reference is made by running
-dvc.yaml's own `cmd` lines for ingest → pretrain → distill@skd → sample@skd → evaluate@skd through the skdd
-CLI (what `dvc repro` executes; running DVC itself again costs minutes and is tests/test_dvc.py's job).
+Its final evaluation must match the real `dvc repro` of the same profile: the session's `dvc_smoke` fixture
+(tests/conftest.py, shared with tests/test_dvc.py) keeps a snapshot of that run's evaluation chain.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
-import shutil
 import warnings
 from pathlib import Path
 
 import pytest
-import yaml
 
 from skdd.cli import main
 
@@ -27,20 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "params" / "smoke.yaml"
 COUNT_KEYS = ("dataset", "num_classes", "ipc", "protocol", "label", "train_images", "test_images", "epochs",
               "batch_size", "trials", "seeds", "width", "augment", "device")
-
-
-def dvc_chain_commands() -> list[list[str]]:
-    """dvc.yaml's cmd lines for the SKD chain, with its matrix / foreach items filled in."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert "skd" in stages["distill"]["matrix"]["loss"] and "skd" in stages["sample"]["matrix"]["loss"]
-    evaluate = stages["evaluate"]
-    cmds = [stages["ingest"]["cmd"], stages["pretrain"]["cmd"],
-            stages["distill"]["cmd"].replace("${item.loss}", "skd"),
-            stages["sample"]["cmd"].replace("${item.loss}", "skd"),
-            evaluate["do"]["cmd"].replace("${item}", evaluate["foreach"]["skd"]).replace("${key}", "skd")]
-    parsed = [shlex.split(c) for c in cmds]
-    assert all(c[0] == "skdd" for c in parsed)
-    return [c[1:] for c in parsed]
 
 
 @pytest.fixture
@@ -57,7 +39,7 @@ def read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def test_pipeline_under_kfp_local_matches_the_dvc_chain(tmp_path, monkeypatch, smoke_env, capsys):
+def test_pipeline_under_kfp_local_matches_dvc_repro(tmp_path, monkeypatch, smoke_env, capsys, dvc_smoke):
     from kfp import local
 
     from skdd import pipeline_cli
@@ -65,14 +47,9 @@ def test_pipeline_under_kfp_local_matches_the_dvc_chain(tmp_path, monkeypatch, s
     pipeline_cli.pipeline_module()   # puts the checkout (components/, pipelines/) on sys.path
     from pipelines.skdd_pipeline import PipelineOptions, build_pipeline
 
-    # the reference: dvc.yaml's commands on the smoke profile, in a project folder of their own
-    project = tmp_path / "dvc-project"
-    project.mkdir()
-    shutil.copy(SMOKE, project / "params.yaml")
-    monkeypatch.chdir(project)
-    for args in dvc_chain_commands():
-        assert main(args) == 0, args
-    reference = project / "artifacts" / "eval-skd"
+    # the reference: the evaluation of the session's real `dvc repro` of the smoke profile, as first made
+    snapshot = dvc_smoke[3]
+    reference = snapshot / "eval-skd"
 
     # the pipeline, compiled for the default image, run by kfp.local in subprocesses of this interpreter
     monkeypatch.chdir(tmp_path)
@@ -113,7 +90,7 @@ def test_pipeline_under_kfp_local_matches_the_dvc_chain(tmp_path, monkeypatch, s
         assert m_ours["architectures"][arch]["accuracies"] == result["accuracies"]
     # every parent: the same params as its dvc counterpart, and the same data counts
     parents = {r["name"]: read(Path(r["uri"]) / "manifest.json") for r in ours["inputs"]}
-    ref_parents = {r["name"]: read(Path(project, r["uri"]) / "manifest.json") for r in ref["inputs"]}
+    ref_parents = {r["name"]: read(snapshot / Path(r["uri"]).name / "manifest.json") for r in ref["inputs"]}
     assert parents["dataset"]["metrics"] == ref_parents["dataset"]["metrics"] == {"counts": {"train": 60000,
                                                                                              "test": 10000}}
     assert parents["dataset"]["params"] == ref_parents["dataset"]["params"]
