@@ -234,6 +234,12 @@ def test_stages_read_and_write_s3(s3env, tmp_path):
     _flip_object_byte(s3env, weights)   # flip back: clean again
     assert _lineage("verify", f"{base}/syn")[0] == 0
 
+    from skdd.kfp_steps import source_fingerprint   # the pipeline's ingest cache key over the same S3 source
+
+    preset = f"ingest: {{source: npz, location: 's3://{BUCKET}/sources/tiny.npz', name: tiny}}\n"
+    before = source_fingerprint(preset)
+    assert source_fingerprint(preset) == before
     _flip_object_byte(s3env, "sources/tiny.npz")
+    assert source_fingerprint(preset) != before
     code, verified = _lineage("verify", f"{base}/syn")
     assert code == 1 and f"s3://{BUCKET}/sources/tiny.npz: source file changed since ingest" in verified, verified

@@ -234,22 +234,13 @@ def _hash_s3(location: str, digest: "hashlib._Hash") -> int:
     from skdd import s3
 
     s3uri = s3.parse(location)
-    cli = s3.client(s3uri)
-    found = 0
     try:
-        paginator = cli.get_paginator("list_objects_v2")
-        for prefix in (s3uri.prefix + "/", s3uri.prefix):
-            for page in paginator.paginate(Bucket=s3uri.bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    if prefix == s3uri.prefix and obj["Key"] != s3uri.prefix:
-                        continue
-                    digest.update(f"{obj['Key']}\0{obj['Size']}\0{obj.get('ETag', '')}\n".encode())
-                    found += 1
-            if found:
-                break
+        objects, _ = s3.list_source(s3.client(s3uri), s3uri)
     except Exception as exc:  # noqa: BLE001 - botocore errors become one line
         raise s3._error(s3uri, "listing", exc) from None
-    return found
+    for key, (size, etag) in sorted(objects.items()):
+        digest.update(f"{key}\0{size}\0{etag}\n".encode())
+    return len(objects)
 
 
 def _torchvision_resources(name: str) -> list:
@@ -277,11 +268,7 @@ def source_fingerprint(params_yaml: str, options: Mapping[str, Any] | None = Non
         params_file = Path(tmp) / "params.yaml"
         params_file.write_text(params_yaml)
         params = load_stage_params(ingest.IngestParams, "ingest", params_file, overrides_from(options))
-    effective = getattr(ingest, "effective_params", None)
-    if effective is not None:
-        params = effective(params)
-    else:  # pragma: no cover - older ingest without SKDD_DATA_SOURCE
-        params.location = os.environ.get(ingest.LOCATION_ENV) or params.location
+    params = ingest.effective_params(params)
     digest = hashlib.sha256(json.dumps({"source": params.source, "name": params.name}).encode())
     if params.source == "torchvision":
         digest.update(json.dumps(_torchvision_resources(params.name)).encode())

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 import skdd
+from skdd import lineage
 from skdd.errors import SkddError, one_line
 
 GPU_CAPABLE = ("pretrain", "distill", "evaluate")
@@ -148,10 +149,6 @@ def preset_ipcs(params_text: str) -> list[int]:
     return [int(ipc)]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # ------------------------------------------------------------------------------------------ compile
 def _pairs(values: list[str] | None, default: tuple, parse) -> tuple:
     if values is None:
@@ -192,7 +189,7 @@ def compile_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SkddError(str(exc)) from None
     print(json.dumps({"output": str(path), "image": options.image, "gpu_stages": list(options.gpu_stages),
-                      "sha256": _sha256(path)}))
+                      "sha256": lineage.sha256_file(path)}))
     return 0
 
 
@@ -287,7 +284,7 @@ def submit_plan(args: argparse.Namespace) -> dict[str, Any]:
     params_text = arguments.get("params_yaml", (inputs.get("params_yaml") or {}).get("defaultValue", ""))
     check_against_params(arguments, params_text)
     run_name = args.run_name or f"skdd {_dt.datetime.now():%Y-%m-%d %H-%M-%S}"
-    return {"host": args.host, "package": str(package), "package_sha256": _sha256(package),
+    return {"host": args.host, "package": str(package), "package_sha256": lineage.sha256_file(package),
             "experiment": args.experiment, "run_name": run_name, "namespace": args.namespace,
             "enable_caching": False if args.no_cache else None, "arguments": arguments}
 

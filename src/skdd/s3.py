@@ -243,12 +243,9 @@ def fetch_source(uri: str, **client_overrides: Any) -> tuple[Path, dict[str, str
     cli = client(s3uri, **client_overrides)
     local_root = source_cache_dir(s3uri)
     try:
-        objects = _list_detailed(cli, s3uri.bucket, s3uri.prefix + "/")
-        single = not objects
-        if single:   # the URI names one object (an archive, an .npz)
-            objects = {k: v for k, v in _list_detailed(cli, s3uri.bucket, s3uri.prefix).items() if k == s3uri.prefix}
-            if not objects:
-                raise SkddError(f"{s3uri}: dataset source not found (no object or prefix with that name)")
+        objects, single = list_source(cli, s3uri)
+        if not objects:
+            raise SkddError(f"{s3uri}: dataset source not found (no object or prefix with that name)")
         origin: dict[str, str] = {}
         for key, (size, etag) in sorted(objects.items()):
             if key.endswith("/"):
@@ -268,6 +265,15 @@ def fetch_source(uri: str, **client_overrides: Any) -> tuple[Path, dict[str, str
     except Exception as exc:  # noqa: BLE001 - botocore/boto3/transfer errors
         raise _error(s3uri, "source download", exc) from None
     return local_root, origin
+
+
+def list_source(cli: Any, s3uri: S3Uri) -> tuple[dict[str, tuple[int, str]], bool]:
+    """key -> (size, ETag) of a dataset source: every object under `prefix/`, or else the one object named
+    `prefix` (an archive, an .npz); the flag says which. Empty when neither exists."""
+    objects = _list_detailed(cli, s3uri.bucket, s3uri.prefix + "/")
+    if objects:
+        return objects, False
+    return {k: v for k, v in _list_detailed(cli, s3uri.bucket, s3uri.prefix).items() if k == s3uri.prefix}, True
 
 
 def _list_detailed(cli: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
