@@ -58,11 +58,16 @@ def _artifact_root(uri: str) -> tuple[Path | None, str | None]:
     return root, None
 
 
-def walk(uri: str, expected_manifest_sha: str | None = None, _seen: set | None = None) -> dict[str, Any]:
-    """The ancestry tree of `uri` with every problem found on the way (nothing raises for a bad ancestor)."""
+def walk(uri: str, expected_manifest_sha: str | None = None, _seen: set | None = None,
+         root: Path | None = None) -> dict[str, Any]:
+    """The ancestry tree of `uri` with every problem found on the way (nothing raises for a bad ancestor).
+
+    `root`: the artifact's bytes already fetched by the caller (an S3 download is not repeated)."""
     seen = _seen if _seen is not None else set()
     node: dict[str, Any] = {"uri": str(uri), "problems": [], "notes": [], "parents": []}
-    root, missing = _artifact_root(str(uri))
+    missing = None
+    if root is None:
+        root, missing = _artifact_root(str(uri))
     if root is None:
         node["problems"].append(missing)
         return node
@@ -122,8 +127,14 @@ def render(node: dict, indent: str = "") -> list[str]:
 
 
 def main(action: str, uri: str, as_json: bool) -> int:
-    storage.input_dir(uri)   # a missing or incomplete artifact is a usage error (exit 2), not an audit finding
-    tree = walk(uri)
+    # a missing or incomplete artifact is a usage error (exit 2), not an audit finding
+    if uri.startswith("s3://"):
+        root, missing = _artifact_root(uri)   # the fresh download the walk reads, fetched once
+        if root is None:
+            raise SkddError(missing)
+    else:
+        root = storage.input_dir(uri)
+    tree = walk(uri, root=root)
     if as_json:
         print(json.dumps(tree, indent=2))
     else:
