@@ -2,7 +2,8 @@
 stopped or SIGTERMed run resumes without re-running finished stages and ends with the numbers of an uninterrupted run,
 the markdown section replaces only itself, and the ordering check words its verdicts as documented.
 
-Run with OMP_NUM_THREADS=1 (the CPU results are compared bit for bit between runs, so the thread count must match).
+CPU results are compared bit for bit between runs, and they are bit-identical only at equal intra-op thread counts:
+the subprocesses get OMP_NUM_THREADS=1 and the in-process runs `torch.set_num_threads(1)` (fixture `one_thread`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,17 @@ def test_bad_preset_is_one_line(tmp_path):
 # ------------------------------------------------------------------------------------------- end to end
 def _env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """In-process runs at one intra-op thread, like the OMP_NUM_THREADS=1 subprocesses they are compared with
+    (on a 2-core machine torch defaults to 2 threads, and a reduction's float order follows the thread count)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
