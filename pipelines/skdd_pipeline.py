@@ -18,6 +18,10 @@ come from, and the default preset text. What is chosen per run (pipeline paramet
   device            the device param of pretrain, distill, sample, evaluate (auto | cpu | cuda)
   s3_endpoint_url   an S3-compatible endpoint (SKDD_S3_ENDPOINT_URL); not a secret
 
+A failed task is retried (`retries`, default 2, with exponential backoff). Every stage is safe to retry: its
+output is content-keyed, a complete one is reused, and pretrain, distill and evaluate mirror their checkpoints
+to `{output}.partial/checkpoints/` in the bucket, so a pod that lost its node resumes where the last one stopped.
+
 Credentials are never parameters: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY enter every task as environment
 variables from the Secret. Caching is on for every stage (each is deterministic given its inputs); ingest also
 takes the source's content hash from `fingerprint_source` (never cached), so changed data is never served
@@ -82,6 +86,8 @@ class PipelineOptions:
     secret_name: str = DEFAULT_SECRET
     artifact_root: str = DEFAULT_ARTIFACT_ROOT
     ipc_list: tuple[int, ...] = field(default=())   # empty: the preset's sample.ipc
+    retries: int = 2                                 # per task: a preempted pod's retry resumes from S3 checkpoints
+    retry_backoff: str = "60s"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.gpu_stages) - set(GPU_CAPABLE))
@@ -91,6 +97,8 @@ class PipelineOptions:
             raise ValueError("GPU count must be at least 1")
         if not self.secret_name:
             raise ValueError("the S3 credentials secret needs a name")
+        if self.retries < 0:
+            raise ValueError("retries must be 0 or more")
 
 
 def one_line_params(params_yaml: str) -> str:
@@ -115,6 +123,8 @@ def build_pipeline(options: PipelineOptions):
 
     def platform(task, stage: str, cache: bool = True):
         task.set_caching_options(cache)
+        if options.retries:
+            task.set_retry(num_retries=options.retries, backoff_duration=options.retry_backoff, backoff_factor=2.0)
         task.set_env_variable("SKDD_IMAGE", options.image)
         kubernetes.use_secret_as_env(task, secret_name=options.secret_name,
                                      secret_key_to_env={key: key for key in SECRET_KEYS})

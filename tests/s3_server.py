@@ -127,6 +127,11 @@ class SeaweedS3:
                     raise
                 time.sleep(0.3)
 
+    def keys(self, prefix: str) -> set[str]:
+        """Every object key under `prefix/`."""
+        listing = self.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/")
+        return {obj["Key"] for obj in listing.get("Contents", [])}
+
     def stop(self, timeout: float = 15.0) -> None:
         """Terminate (a graceful shutdown, data kept for a restart); kill after `timeout` seconds."""
         if self.proc is None:
@@ -145,3 +150,28 @@ class SeaweedS3:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return "(no log)"
+
+
+def start_server(root: Path) -> SeaweedS3:
+    """A started server with the test bucket."""
+    server = SeaweedS3(weed_binary(), root)
+    server.start()
+    server.create_bucket(BUCKET)
+    return server
+
+
+def client_env(monkeypatch, tmp_path: Path, endpoint: str, secret: str = SECRET_KEY) -> None:
+    """skdd's S3 environment for `endpoint`, isolated from any AWS config on the machine, with short timeouts."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("SKDD_S3_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("SKDD_S3_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("SKDD_S3_CONNECT_TIMEOUT", "1")
+    monkeypatch.setenv("SKDD_S3_READ_TIMEOUT", "10")
+    monkeypatch.setenv("SKDD_CACHE", str(tmp_path / "cache-writer"))

@@ -1,6 +1,7 @@
 """Atomic outputs, manifests written last, tampered inputs refused, checkpoints kept and restored."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -140,4 +141,63 @@ def test_damaged_newest_checkpoint_falls_back(tmp_path):
     ck.save(2, {"m": model}, {"m": opt})
     ck.save(4, {"m": model}, {"m": opt})
     (tmp_path / "ck" / "step-00000004" / "modules.safetensors").write_bytes(b"garbage")
+    assert ck.latest().step == 2
+
+
+class FolderMirror:
+    """A mirror in another local folder (the S3 one is tested against SeaweedFS in test_s3_checkpoints.py)."""
+
+    def __init__(self, root, fail_push: bool = False):
+        self.root, self.fail_push, self.pulls = root, fail_push, 0
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def push(self, folder) -> None:
+        if self.fail_push:
+            raise SkddError("s3://b/x.partial/checkpoints: S3 checkpoint upload failed: cannot reach S3 endpoint")
+        shutil.copytree(folder, self.root / folder.name, dirs_exist_ok=True)
+
+    def prune(self, keep: set[str]) -> None:
+        for path in list(self.root.iterdir()) if self.root.is_dir() else []:
+            if path.name not in keep:
+                shutil.rmtree(path)
+
+    def clear(self) -> None:
+        self.prune(set())
+
+    def pull_newest(self, local_root, newer_than):
+        self.pulls += 1
+        names = sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
+        if not names or (newer_than is not None and names[-1] <= newer_than):
+            return None
+        shutil.copytree(self.root / names[-1], local_root / names[-1])
+        return names[-1]
+
+
+def test_checkpoints_mirror_prunes_and_a_new_machine_resumes_from_it(tmp_path, capsys):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mirror = FolderMirror(tmp_path / "remote")
+    ck = Checkpointer(tmp_path / "disk-1", params_hash="p1", mirror=mirror)
+    for step in (2, 4, 6):
+        ck.save(step, {"m": model}, {"m": opt})
+    assert sorted(p.name for p in mirror.root.iterdir()) == ["step-00000004", "step-00000006"]
+    shutil.rmtree(tmp_path / "disk-1")                      # the machine is gone
+    again = Checkpointer(tmp_path / "disk-2", params_hash="p1", mirror=mirror)
+    assert again.latest().step == 6 and again.latest().step == 6 and mirror.pulls == 1   # pulled once
+    assert "fetched checkpoint step-00000006 from" in capsys.readouterr().out
+    other = Checkpointer(tmp_path / "disk-3", params_hash="p2", mirror=mirror)
+    assert other.latest() is None and other.stale()
+    other.clear()                                            # other params: the mirror goes too
+    assert list(mirror.root.iterdir()) == []
+
+
+def test_a_failed_mirror_upload_warns_and_keeps_the_local_checkpoint(tmp_path, capsys):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = Checkpointer(tmp_path / "ck", params_hash="p1", mirror=FolderMirror(tmp_path / "remote", fail_push=True))
+    ck.save(2, {"m": model}, {"m": opt})
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("skdd: warning: checkpoint at step 2 kept locally only: s3://") and len(err.splitlines()) == 1
     assert ck.latest().step == 2

@@ -67,7 +67,7 @@ class FakeTrainer:
 def fake_stage(out: Path, steps: int = 5, fail: bool = False) -> None:
     """A stage body as the real ones are: staged output, the shared step loop, manifest last."""
     with storage.staged_output(out) as stage:
-        run_steps(FakeTrainer(), name="fake", stage=stage, params_hash="h", steps=steps, log_every=100,
+        run_steps(FakeTrainer(), name="fake", ckpts=storage.checkpointer(out, "h"), steps=steps, log_every=100,
                   checkpoint_every=10**6, images_per_step=8)
         if fail:
             raise RuntimeError("boom")

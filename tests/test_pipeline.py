@@ -138,6 +138,12 @@ def test_graph_parameters_and_caching(committed):
     assert {"sample", "evaluate"} <= set(inner)
     assert all(inner[n]["cachingOptions"]["enableCache"] for n in ("sample", "evaluate"))
     assert set(tasks["distill"]["dependentTasks"]) == {"ingest", "pretrain"}
+    # retried with backoff (a preempted pod's retry resumes from the checkpoints mirrored to S3)
+    every = {**{n: t for n, t in tasks.items() if "parameterIterator" not in t}, **inner}
+    assert set(every) == {"fingerprint-source", "ingest", "pretrain", "distill", "sample", "evaluate", "report"}
+    for name, task in every.items():
+        assert task["retryPolicy"] == {"maxRetryCount": 2, "backoffDuration": "60s", "backoffFactor": 2.0,
+                                       "backoffMaxDuration": "3600s"}, name
 
 
 def test_image_and_gpu_flags_change_the_compiled_spec(tmp_path, fake_credentials):
@@ -158,9 +164,10 @@ def test_image_and_gpu_flags_change_the_compiled_spec(tmp_path, fake_credentials
         assert k8s[name]["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "gpu",
                                              "effect": "NoExecute"}]
     assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"].get("resources", {})
-    compile_to(out, "--gpu-node-selector", "none", "--gpu-toleration", "none")
-    _, k8s = load_docs(out)
+    compile_to(out, "--gpu-node-selector", "none", "--gpu-toleration", "none", "--retries", "0")
+    spec, k8s = load_docs(out)
     assert "nodeSelector" not in k8s["exec-distill"] and "tolerations" not in k8s["exec-distill"]
+    assert "retryPolicy" not in spec["root"]["dag"]["tasks"]["distill"]
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -168,6 +175,7 @@ def test_image_and_gpu_flags_change_the_compiled_spec(tmp_path, fake_credentials
     (["--gpu-toleration", "nvidia.com/gpu"], "expected key[=value]:effect"),
     (["--gpu-node-selector", "novalue"], "expected KEY=VALUE"),
     (["--image", "has space:1"], "whitespace"),
+    (["--retries", "-1"], "retries must be 0 or more"),
 ])
 def test_bad_compile_flags_are_one_line(tmp_path, capsys, flags, message):
     assert main(["pipeline", "compile", "--output", str(tmp_path / "x.yaml"), *flags]) == 2

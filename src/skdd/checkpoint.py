@@ -5,6 +5,11 @@ so a SIGKILL mid-write leaves the previous checkpoint intact. Weights and tensor
 optimizer states to `torch.save` read back with `weights_only=True`: nothing is ever unpickled.
 Only the newest `keep` checkpoints stay. A checkpoint remembers the params hash it was made with;
 a run with other params does not resume from it.
+
+An optional `mirror` (`skdd.s3.CheckpointMirror` for s3:// outputs, chosen by `skdd.storage.checkpointer`)
+keeps a remote copy of the kept checkpoints, so a run on a machine that lost its disk (a preempted pod)
+resumes from the newest remote one. A failed upload warns and training goes on: the local copy still
+covers a process crash, and the next save uploads again.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -48,11 +54,22 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+class Mirror(Protocol):
+    """A remote copy of a checkpoint folder's `step-N/` subfolders (see `skdd.s3.CheckpointMirror`)."""
+
+    def push(self, folder: Path) -> None: ...
+    def prune(self, keep: set[str]) -> None: ...
+    def clear(self) -> None: ...
+    def pull_newest(self, local_root: Path, newer_than: str | None) -> str | None: ...
+
+
 class Checkpointer:
-    def __init__(self, folder: Path, params_hash: str, keep: int = 2):
+    def __init__(self, folder: Path, params_hash: str, keep: int = 2, mirror: Mirror | None = None):
         self.folder = Path(folder)
         self.params_hash = params_hash
         self.keep = keep
+        self.mirror = mirror
+        self._pulled = mirror is None
 
     def save(self, step: int, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
              tensors: dict[str, torch.Tensor] | None = None, meta: dict[str, Any] | None = None) -> Path:
@@ -73,7 +90,25 @@ class Checkpointer:
         os.replace(tmp, final)
         for old in self._all()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
+        if self.mirror is not None:
+            try:
+                self.mirror.push(final)
+                self.mirror.prune({p.name for p in self._all()})
+            except SkddError as exc:
+                print(f"skdd: warning: checkpoint at step {step} kept locally only: {exc}", file=sys.stderr,
+                      flush=True)
         return final
+
+    def _pull(self) -> None:
+        """Once, before the first read: bring in the mirror's newest checkpoint if it is newer than ours."""
+        if self._pulled:
+            return
+        self._pulled = True
+        self.folder.mkdir(parents=True, exist_ok=True)
+        local = self._all()
+        name = self.mirror.pull_newest(self.folder, local[-1].name if local else None)
+        if name is not None:
+            print(f"skdd: fetched checkpoint {name} from {self.mirror}", flush=True)
 
     def _all(self) -> list[Path]:
         if not self.folder.is_dir():
@@ -82,6 +117,7 @@ class Checkpointer:
 
     def latest(self) -> Checkpoint | None:
         """The newest readable checkpoint made with the same params, or None (then training starts fresh)."""
+        self._pull()
         for path in reversed(self._all()):
             try:
                 meta = json.loads((path / "meta.json").read_text())
@@ -105,6 +141,7 @@ class Checkpointer:
 
     def stale(self) -> bool:
         """True when checkpoints exist but were made with other params."""
+        self._pull()
         for path in reversed(self._all()):
             try:
                 return json.loads((path / "meta.json").read_text()).get("params_hash") != self.params_hash
@@ -114,6 +151,8 @@ class Checkpointer:
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self.mirror is not None:
+            self.mirror.clear()
 
 
 def restore(ckpt: Checkpoint, modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> None:

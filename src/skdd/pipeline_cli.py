@@ -67,6 +67,9 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--gpu-toleration", action="append", default=None, metavar="KEY[=VALUE]:EFFECT",
                    help="taint GPU stages tolerate (repeatable; default nvidia.com/gpu:NoSchedule, i.e. Exists; "
                         "'none')")
+    c.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="retries of a failed task, e.g. a preempted pod; training resumes from the checkpoints "
+                        "mirrored to S3 (default: %(default)s; 0 for none)")
     c.add_argument("--s3-secret", default="skdd-s3-credentials", metavar="NAME",
                    help="Kubernetes Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (default: %(default)s)")
     c.add_argument("--artifact-root", default="s3://skdd/artifacts", metavar="URI",
@@ -184,7 +187,7 @@ def compile_command(args: argparse.Namespace) -> int:
             image=args.image or default_image(), params_yaml=params_text, gpu_stages=stages, gpu_count=args.gpus,
             node_selector=_pairs(args.gpu_node_selector, mod.PipelineOptions.node_selector, _selector),
             tolerations=_pairs(args.gpu_toleration, mod.DEFAULT_TOLERATIONS, toleration),
-            secret_name=args.s3_secret, artifact_root=args.artifact_root)
+            secret_name=args.s3_secret, artifact_root=args.artifact_root, retries=args.retries)
         path = mod.compile_pipeline(options, args.output)
     except ValueError as exc:
         raise SkddError(str(exc)) from None

@@ -344,3 +344,96 @@ def upload(stage: Path, uri: str, **client_overrides: Any) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - botocore/boto3/transfer errors
         raise _error(s3uri, "upload", exc) from None
+
+
+# --- checkpoint mirror -----------------------------------------------------------------------
+
+class CheckpointMirror:
+    """The checkpoints of an s3:// output, mirrored to `s3://bucket/<prefix>.partial/checkpoints/step-N/`.
+
+    Why: an s3:// output stages in the local cache, and on Kubernetes that cache dies with the pod. A pod that
+    is preempted or evicted mid-distillation would lose every checkpoint; its retry (same content-keyed output
+    URI) pulls the newest complete checkpoint from here and resumes instead of starting over. A checkpoint's
+    `meta.json` is uploaded last, so a folder without it (an upload cut short) is ignored and later pruned.
+    """
+
+    def __init__(self, output_uri: str, **client_overrides: Any):
+        out = parse(output_uri)
+        self.root = S3Uri(out.bucket, f"{out.prefix}{storage.STAGING_SUFFIX}/checkpoints")
+        self._overrides = client_overrides
+        self._cli: Any = None
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def _client(self) -> Any:
+        if self._cli is None:
+            self._cli = client(self.root, **self._overrides)
+        return self._cli
+
+    def _folders(self) -> dict[str, dict[str, int]]:
+        """checkpoint folder name -> {relative file: size}, complete or not."""
+        folders: dict[str, dict[str, int]] = {}
+        for key, size in _list(self._client(), self.root).items():
+            name, _, rel = key[len(self.root.prefix) + 1:].partition("/")
+            if rel and not rel.endswith("/"):
+                folders.setdefault(name, {})[rel] = size
+        return folders
+
+    def push(self, folder: Path) -> None:
+        """Upload one local checkpoint folder, meta.json last (the folder is complete once it lands)."""
+        cli, config = self._client(), transfer_config()
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        try:
+            for path in sorted(files, key=lambda p: p.name == "meta.json"):
+                rel = path.relative_to(folder).as_posix()
+                upload_file(cli, path, self.root.bucket, self.root.key(f"{folder.name}/{rel}"), config)
+        except Exception as exc:  # noqa: BLE001
+            raise _error(self.root, "checkpoint upload", exc) from None
+
+    def prune(self, keep: set[str]) -> None:
+        """Delete every remote checkpoint folder not named in `keep` (older ones, and incomplete uploads)."""
+        try:
+            stale = [self.root.key(f"{name}/{rel}") for name, files in self._folders().items() if name not in keep
+                     for rel in files]
+            self._delete(stale)
+        except Exception as exc:  # noqa: BLE001
+            raise _error(self.root, "checkpoint pruning", exc) from None
+
+    def clear(self) -> None:
+        """Delete every mirrored checkpoint (the artifact is complete, or the params changed)."""
+        self.prune(set())
+
+    def _delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start:start + 1000]]
+            self._client().delete_objects(Bucket=self.root.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def pull_newest(self, local_root: Path, newer_than: str | None) -> str | None:
+        """Download the newest complete remote checkpoint into `local_root/<name>` if it is newer than the newest
+        local one (`newer_than`); returns its name, or None when there is nothing newer."""
+        try:
+            folders = self._folders()
+            complete = sorted(name for name, files in folders.items() if "meta.json" in files)
+            if not complete or (newer_than is not None and complete[-1] <= newer_than):
+                return None
+            name = complete[-1]
+            tmp = local_root / f".pull-{name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            config = transfer_config()
+            for rel in sorted(folders[name], key=lambda r: r == "meta.json"):
+                target = tmp / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._client().download_file(self.root.bucket, self.root.key(f"{name}/{rel}"), str(target),
+                                             Config=config)
+                if target.stat().st_size != folders[name][rel]:
+                    raise SkddError(f"{self.root}/{name}/{rel}: downloaded {target.stat().st_size} bytes, "
+                                    f"listed {folders[name][rel]}")
+        except SkddError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _error(self.root, "checkpoint download", exc) from None
+        final = local_root / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return name

@@ -13,7 +13,9 @@ which is why it is not a random temp dir: a re-run finds them and resumes.
 `s3://bucket/prefix` URIs (see `skdd.s3`) use the local cache `<cache>/<bucket>/<prefix>`:
 `input_dir` downloads a complete artifact there; `staged_output` stages in `<cached>.partial/`
 (so checkpoints survive a crash) and on success uploads every file and the manifest last, then
-keeps the published copy as the cache. A failed upload leaves no manifest in the bucket.
+keeps the published copy as the cache. A failed upload leaves no manifest in the bucket. Their
+checkpoints are also mirrored to `s3://bucket/<prefix>.partial/checkpoints/` (`checkpointer`), because
+the local cache does not outlive a preempted pod; the mirror is deleted once the artifact is published.
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from skdd.errors import SkddError
+
+if TYPE_CHECKING:
+    from skdd.checkpoint import Checkpointer
 
 MANIFEST = "manifest.json"
 STAGING_SUFFIX = ".partial"
@@ -70,6 +76,18 @@ def staging_dir(uri: str | Path) -> Path:
     return path.with_name(path.name + STAGING_SUFFIX)
 
 
+def checkpointer(uri: str | Path, key: str) -> "Checkpointer":
+    """The checkpoints of the output at `uri` (in its staging folder), mirrored to S3 for an s3:// output."""
+    from skdd.checkpoint import Checkpointer
+
+    mirror = None
+    if _is_s3(uri):
+        from skdd import s3
+
+        mirror = s3.CheckpointMirror(str(uri))
+    return Checkpointer(staging_dir(uri) / "checkpoints", key, mirror=mirror)
+
+
 @contextlib.contextmanager
 def staged_output(uri: str | Path) -> Iterator[Path]:
     """Yield a staging directory; publish it as the artifact only if the block succeeds and wrote a manifest."""
@@ -88,6 +106,10 @@ def staged_output(uri: str | Path) -> Iterator[Path]:
         from skdd import s3
 
         s3.upload(stage, str(uri))  # raises SkddError and keeps the staging folder (and checkpoints) on failure
+        try:
+            s3.CheckpointMirror(str(uri)).clear()
+        except SkddError as exc:   # the artifact is complete; what is left is only clutter
+            print(f"skdd: warning: mirrored checkpoints not deleted: {exc}", file=sys.stderr, flush=True)
     publish(stage, final)
 
 

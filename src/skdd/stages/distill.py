@@ -186,7 +186,8 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
     with storage.staged_output(output) as stage:
         g.train()
         d.train()
-        curves, elapsed = run_steps(distiller, name=f"distill[{params.loss}]", stage=stage, params_hash=phash,
+        curves, elapsed = run_steps(distiller, name=f"distill[{params.loss}]",
+                                    ckpts=storage.checkpointer(output, phash),
                                     steps=params.steps, log_every=params.log_every,
                                     checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size)
         save_gan(stage, spec, g, d, opt_g, opt_d)

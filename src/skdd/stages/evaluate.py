@@ -404,7 +404,7 @@ def run(params: EvaluateParams, inputs: dict[str, str], output: str) -> dict:
     key = _checkpoint_key(params, records)
 
     with storage.staged_output(output) as stage:
-        ckpts = ckpt_mod.Checkpointer(stage / "checkpoints", key)
+        ckpts = storage.checkpointer(output, key)
         trial_records = run_trials(params, training, test, pixels, device, augment, ckpts)
         metrics = build_metrics(params, training, real, test, trial_records, augment, device)
         (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

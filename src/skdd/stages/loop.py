@@ -4,7 +4,6 @@ re-running the same command with the same params resumes; other params start fre
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Protocol
 
 from skdd import checkpoint as ckpt_mod
@@ -21,16 +20,15 @@ class Trainable(Protocol):
     def resume(self, ckpt: ckpt_mod.Checkpoint) -> None: ...
 
 
-def run_steps(trainer: Trainable, *, name: str, stage: Path, params_hash: str, steps: int, log_every: int,
+def run_steps(trainer: Trainable, *, name: str, ckpts: ckpt_mod.Checkpointer, steps: int, log_every: int,
               checkpoint_every: int, images_per_step: int) -> tuple[list[dict], float]:
     """Run steps 1..`steps`, resuming from the newest checkpoint; returns the logged curves and wall time."""
-    ckpts = ckpt_mod.Checkpointer(stage / "checkpoints", params_hash)
     start, curves = 0, []
     resumed = ckpts.latest()
     if resumed is not None:
         trainer.resume(resumed)
         start, curves = resumed.step, resumed.meta["curves"]
-        print(f"{name}: resuming from step {start} ({stage / 'checkpoints'})", flush=True)
+        print(f"{name}: resuming from step {start} ({ckpts.folder})", flush=True)
     elif ckpts.stale():
         print(f"{name}: params changed since the last checkpoint; starting fresh", flush=True)
         ckpts.clear()

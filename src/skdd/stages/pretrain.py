@@ -134,9 +134,9 @@ def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
     trainer = Pretrainer(params, spec, train, device)
     phash = params_hash(params)
     with storage.staged_output(output) as stage:
-        curves, elapsed = run_steps(trainer, name="pretrain", stage=stage, params_hash=phash, steps=params.steps,
-                                    log_every=params.log_every, checkpoint_every=params.checkpoint_every,
-                                    images_per_step=params.batch_size)
+        curves, elapsed = run_steps(trainer, name="pretrain", ckpts=storage.checkpointer(output, phash),
+                                    steps=params.steps, log_every=params.log_every,
+                                    checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size)
         g, d, opt_g, opt_d = trainer.g, trainer.d, trainer.opt_g, trainer.opt_d
         save_gan(stage, spec, g, d, opt_g, opt_d)
         write_curves(stage / "curves.csv", curves)
