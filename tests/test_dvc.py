@@ -4,6 +4,10 @@ and the DVC remote in a real S3-compatible server (`dvc push`, then `dvc pull` i
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 import yaml
@@ -45,6 +49,48 @@ def test_changing_one_param_reruns_only_what_depends_on_it(project):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = ran_stages(run([str(BIN / "dvc"), "repro"], repo, env))
     assert second == {"sample@skd", "sample@none", "evaluate@skd", "evaluate@gan-only", "report"}
+
+
+def test_killed_repro_resumes_from_checkpoints(tmp_path):
+    """A machine crash mid-pretrain (SIGKILL to dvc and its stage process): the next `dvc repro` does not redo
+    ingest, resumes pretrain from `artifacts/gan.partial/checkpoints` (DVC leaves that folder alone: it is not an
+    out), and ends with the weights of an uninterrupted `skdd pretrain` with the same params, bit for bit."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    env = new_project(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["pretrain"].update(steps=40, checkpoint_every=4)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    checkpoints = repo / "artifacts" / "gan.partial" / "checkpoints"
+    proc = subprocess.Popen([str(BIN / "dvc"), "repro", "pretrain"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            steps = [int(p.name.split("-")[1]) for p in checkpoints.glob("step-*")] if checkpoints.is_dir() else []
+            if steps and max(steps) >= 8:
+                break
+            assert proc.poll() is None, "dvc repro finished before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no pretrain checkpoint appeared in time")
+        os.killpg(proc.pid, signal.SIGKILL)   # dvc and the stage it runs, as a power cut would
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (repo / "artifacts" / "gan" / "manifest.json").exists()
+
+    second = run([str(BIN / "dvc"), "repro", "pretrain"], repo, env)
+    assert ran_stages(second) == {"pretrain"}, second
+    assert "pretrain: resuming from step" in second, second
+    assert "up to date" in run([str(BIN / "dvc"), "status", "pretrain"], repo, env)
+    ref = tmp_path / "ref"
+    run([str(BIN / "skdd"), "pretrain", "--dataset", "artifacts/dataset", "--out", str(ref)], repo, env)
+    for name in ("generator.safetensors", "discriminator.safetensors"):
+        assert (repo / "artifacts" / "gan" / name).read_bytes() == (ref / name).read_bytes(), name
+    assert "every file and every ancestor matches" in run([str(BIN / "skdd"), "lineage", "verify", "artifacts/gan"],
+                                                          repo, env)
 
 
 # --------------------------------------------------------------------------- S3: source, artifacts, DVC remote

@@ -56,9 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for stage, (_, _, input_names) in STAGES.items():
         p = sub.add_parser(stage, help=f"run the {stage} stage")
-        p.add_argument("--out", required=True, help="output artifact (a local folder)")
+        p.add_argument("--out", required=True, help="output artifact (a local folder or s3://bucket/prefix)")
         for name in input_names:
-            p.add_argument(f"--{name}", required=True, help=f"input {name} artifact")
+            p.add_argument(f"--{name}", required=True, help=f"input {name} artifact (a local folder or s3://bucket/prefix)")
         p.add_argument("--params", default=None,
                        help="params file (default: ./params.yaml when present, else built-in defaults)")
         p.add_argument("--section", default=None, help=f"section of the params file (default: {stage})")
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                                        metavar="{imagefolder,tensors,both}", help="what to write (default: both)")
     lin = sub.add_parser("lineage", help="show or verify an artifact's ancestry")
     lin.add_argument("action", choices=("show", "verify"))
-    lin.add_argument("uri", help="an artifact (local folder)")
+    lin.add_argument("uri", help="an artifact (a local folder or s3://bucket/prefix)")
     lin.add_argument("--json", action="store_true", help="machine-readable tree")
     from skdd import pipeline_cli
 
