@@ -21,7 +21,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from skdd import storage
 from skdd.errors import SkddError
@@ -176,6 +176,17 @@ def _list(cli: Any, s3uri: S3Uri) -> dict[str, int]:
 
 # --- download --------------------------------------------------------------------------------
 
+def _download_files(cli: Any, s3uri: S3Uri, rels: Iterable[str], tmp: Path) -> None:
+    """Download `s3uri/<rel>` for each rel into a fresh folder `tmp` (the caller renames it into place)."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    config = transfer_config()
+    for rel in sorted(rels):
+        target = tmp / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cli.download_file(s3uri.bucket, s3uri.key(rel), str(target), Config=config)
+
+
 def _cache_matches(local: Path, manifest_bytes: bytes, sizes: dict[str, int]) -> bool:
     try:
         if (local / MANIFEST).read_bytes() != manifest_bytes:
@@ -207,15 +218,7 @@ def download(uri: str, *, fresh: bool = False, **client_overrides: Any) -> Path:
         if not fresh and _cache_matches(local, manifest_bytes, files):
             return local
         tmp = local.with_name(f"{local.name}.download-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        config = transfer_config()
-        for rel in sorted(files):
-            if rel.endswith("/"):  # a folder marker some tools create
-                continue
-            target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            cli.download_file(s3uri.bucket, s3uri.key(rel), str(target), Config=config)
+        _download_files(cli, s3uri, [rel for rel in files if not rel.endswith("/")], tmp)  # "/": folder markers
         (tmp / MANIFEST).write_bytes(manifest_bytes)  # the manifest we listed, written last
     except SkddError:
         raise
@@ -306,6 +309,13 @@ def object_sha256(uri: str, **client_overrides: Any) -> str | None:
 
 # --- upload ----------------------------------------------------------------------------------
 
+def _delete_keys(cli: Any, bucket: str, keys: list[str]) -> None:
+    """Delete objects, 1000 per request (S3's DeleteObjects limit)."""
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": key} for key in keys[start:start + 1000]]
+        cli.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+
+
 def upload_file(cli: Any, path: Path, bucket: str, key: str, config: Any) -> None:
     """Upload one file (multipart above MULTIPART_THRESHOLD). A seam for fault-injection tests."""
     cli.upload_file(str(path), bucket, key, Config=config)
@@ -334,10 +344,7 @@ def upload(stage: Path, uri: str, **client_overrides: Any) -> None:
             wanted.add(key)
             upload_file(cli, path, s3uri.bucket, key, config)
         # 3. objects of an older artifact that the new one does not have
-        stale = sorted(set(existing) - wanted - {manifest_key})
-        for start in range(0, len(stale), 1000):
-            batch = [{"Key": key} for key in stale[start:start + 1000]]
-            cli.delete_objects(Bucket=s3uri.bucket, Delete={"Objects": batch, "Quiet": True})
+        _delete_keys(cli, s3uri.bucket, sorted(set(existing) - wanted - {manifest_key}))
         # 4. the manifest: now the artifact is complete
         upload_file(cli, stage / MANIFEST, s3uri.bucket, manifest_key, config)
     except SkddError:
@@ -396,18 +403,13 @@ class CheckpointMirror:
         try:
             stale = [self.root.key(f"{name}/{rel}") for name, files in self._folders().items() if name not in keep
                      for rel in files]
-            self._delete(stale)
+            _delete_keys(self._client(), self.root.bucket, stale)
         except Exception as exc:  # noqa: BLE001
             raise _error(self.root, "checkpoint pruning", exc) from None
 
     def clear(self) -> None:
         """Delete every mirrored checkpoint (the artifact is complete, or the params changed)."""
         self.prune(set())
-
-    def _delete(self, keys: list[str]) -> None:
-        for start in range(0, len(keys), 1000):
-            batch = [{"Key": key} for key in keys[start:start + 1000]]
-            self._client().delete_objects(Bucket=self.root.bucket, Delete={"Objects": batch, "Quiet": True})
 
     def pull_newest(self, local_root: Path, newer_than: str | None) -> str | None:
         """Download the newest complete remote checkpoint into `local_root/<name>` if it is newer than the newest
@@ -419,16 +421,12 @@ class CheckpointMirror:
                 return None
             name = complete[-1]
             tmp = local_root / f".pull-{name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            config = transfer_config()
-            for rel in sorted(folders[name], key=lambda r: r == "meta.json"):
-                target = tmp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._client().download_file(self.root.bucket, self.root.key(f"{name}/{rel}"), str(target),
-                                             Config=config)
-                if target.stat().st_size != folders[name][rel]:
-                    raise SkddError(f"{self.root}/{name}/{rel}: downloaded {target.stat().st_size} bytes, "
-                                    f"listed {folders[name][rel]}")
+            remote = S3Uri(self.root.bucket, f"{self.root.prefix}/{name}")
+            _download_files(self._client(), remote, folders[name], tmp)
+            for rel, size in folders[name].items():
+                if (tmp / rel).stat().st_size != size:
+                    raise SkddError(f"{self.root}/{name}/{rel}: downloaded {(tmp / rel).stat().st_size} bytes, "
+                                    f"listed {size}")
         except SkddError:
             raise
         except Exception as exc:  # noqa: BLE001
