@@ -59,7 +59,8 @@ from results_md import _duration, render_section, write_section  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = "skdd.reproduce/1"
 
-STAGE_SECTIONS = ("ingest", "pretrain", "distill", "sample", "select", "evaluate", "evaluate_dim", "evaluate_full")
+STAGE_SECTIONS = ("ingest", "teacher", "pretrain", "distill", "sample", "select", "evaluate", "evaluate_dim",
+                  "evaluate_full")
 PRESET_KEYS = {"name", "description", "base", "datasets", "ipc", "losses", "gan_only_control", "protocols",
                "architectures", "baselines", "lambda_sweep", "lambda_protocols", "order", "cost_model",
                *STAGE_SECTIONS}
@@ -201,6 +202,15 @@ class Cell:
         return f"{method}/{self.protocol}"
 
 
+def _sample_selection(preset: dict) -> str:
+    """The selection `sample` will run with: the preset's sample section over its base params file's."""
+    from skdd.config import read_params_file
+
+    base = Path(preset["base"]) if Path(preset["base"]).is_absolute() else REPO / preset["base"]
+    section = {**(read_params_file(base).get("sample") or {}), **(preset.get("sample") or {})}
+    return section.get("selection", "none")
+
+
 def _mult_tag(m: float) -> str:
     return f"{m:g}".replace(".", "p")
 
@@ -245,6 +255,9 @@ class Plan:
             {"name": ds.name, "source": ds.source, "location": ds.location})))
         gan = self.add(Node(f"{d}/gan", "pretrain", d, {"dataset": ingest}, _ov(p.get("pretrain"))))
 
+        def teacher() -> str:   # only planned when a selection or a feature-space baseline needs it
+            return self.add(Node(f"{d}/teacher", "teacher", d, {"dataset": ingest}, _ov(p.get("teacher"))))
+
         def distill(loss: str, mult: float | None = None) -> str:
             extra: dict[str, Any] = {"loss": loss}
             tag = f"distill-{loss}"
@@ -279,7 +292,10 @@ class Plan:
         for ipc in p["ipc"]:
             def sampled(gan_key: str) -> str:
                 name = gan_key.split("/", 1)[1]
-                return self.add(Node(f"{d}/sample-{name}-ipc{ipc}", "sample", d, {"gan": gan_key},
+                inputs = {"gan": gan_key}
+                if _sample_selection(p) != "none":
+                    inputs["teacher"] = teacher()
+                return self.add(Node(f"{d}/sample-{name}-ipc{ipc}", "sample", d, inputs,
                                      _ov(p.get("sample")) + _ov({"ipc": ipc})))
 
             runs = [(m, mult, g, p["protocols"]) for m, mult, g in generators]
@@ -294,7 +310,8 @@ class Plan:
             for method in p["baselines"]:
                 if method == "full":
                     continue
-                skey = self.add(Node(f"{d}/select-{method}-ipc{ipc}", "select", d, {"dataset": ingest},
+                inputs = {"dataset": ingest} if method == "random" else {"dataset": ingest, "teacher": teacher()}
+                skey = self.add(Node(f"{d}/select-{method}-ipc{ipc}", "select", d, inputs,
                                      _ov(p.get("select")) + _ov({"method": method, "ipc": ipc})))
                 ekey = evaluate(skey, f"select-{method}", ipc, "strict", method)
                 self.cells.append(Cell(f"{d}/ipc{ipc}/{method}/strict", d, ipc, method, "strict", ekey))
@@ -661,7 +678,7 @@ def estimate(runner: Runner) -> dict:
             s = p.steps * (cm["distill_step_none"] if p.loss == "none" else cm["distill_step"])
             if p.loss != "none" and p.grad_norm_every:
                 s *= 1 + cm.get("grad_norm_extra", 0.0) / p.grad_norm_every
-        elif node.stage in ("sample", "select"):
+        elif node.stage in ("sample", "select", "teacher"):
             s = cm.get(node.stage, 0.0)
         else:
             units = len(p.architectures) * p.trials

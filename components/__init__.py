@@ -6,7 +6,7 @@ as its function's source text, so the functions are thin: they import `skdd.kfp_
 call the same `skdd.cli.run_stage` the CLI and DVC call. Lightweight (not containerized) components are
 what `kfp.local.SubprocessRunner` runs, so the very same pipeline runs here and on a cluster.
 
-Artifacts: ingest and sample emit `Dataset`, pretrain and distill `Model`, evaluate `Metrics` (+ its
+Artifacts: ingest, sample and refine emit `Dataset`, teacher, pretrain and distill `Model`, evaluate `Metrics` (+ its
 `Markdown` report), report a `Markdown` comparison; each carries the skdd manifest's key facts as metadata.
 """
 
@@ -19,10 +19,13 @@ from components.evaluate import evaluate
 from components.fingerprint import fingerprint_source
 from components.ingest import ingest
 from components.pretrain import pretrain
+from components.refine import refine
 from components.report import report
 from components.sample import sample
+from components.teacher import teacher
 
-FUNCTIONS = {f.__name__: f for f in (fingerprint_source, ingest, pretrain, distill, sample, evaluate, report)}
+FUNCTIONS = {f.__name__: f for f in (fingerprint_source, ingest, teacher, pretrain, distill, sample, refine,
+                                     evaluate, report)}
 
 
 def make_components(image: str) -> SimpleNamespace:

@@ -1,4 +1,4 @@
-"""The skdd Kubeflow pipeline: ingest → pretrain → distill → (per IPC) sample → evaluate → report.
+"""The skdd Kubeflow pipeline: ingest → teacher, pretrain → distill → (per IPC) sample → refine → evaluate → report.
 
 The graph mirrors dvc.yaml's main chain, stage for stage, through the same `run_stage` calls. What is
 fixed when compiling (`PipelineOptions`, the flags of `skdd pipeline compile`): the image, which stages get
@@ -36,7 +36,7 @@ from typing import List
 
 import yaml
 
-from skdd.pipeline_cli import preset_ipcs
+from skdd.pipeline_cli import DEFAULT_GPU_STAGES, GPU_CAPABLE, preset_ipcs
 
 PIPELINE_NAME = "skdd"
 DEFAULT_SECRET = "skdd-s3-credentials"
@@ -44,7 +44,6 @@ SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 DEFAULT_ARTIFACT_ROOT = "s3://skdd/artifacts"
 GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_NODE_SELECTOR = ("nvidia.com/gpu.present", "true")
-GPU_CAPABLE = ("pretrain", "distill", "evaluate")
 RUN_ID_FIELD = "metadata.labels['pipeline/runid']"
 COMPILED = Path(__file__).with_name("skdd_pipeline.yaml")
 EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -79,7 +78,7 @@ DEFAULT_TOLERATIONS = (Toleration(GPU_RESOURCE, "NoSchedule"),)
 class PipelineOptions:
     image: str
     params_yaml: str
-    gpu_stages: tuple[str, ...] = ("distill",)
+    gpu_stages: tuple[str, ...] = DEFAULT_GPU_STAGES
     gpu_count: int = 1
     node_selector: tuple[tuple[str, str], ...] = (DEFAULT_NODE_SELECTOR,)
     tolerations: tuple[Toleration, ...] = DEFAULT_TOLERATIONS
@@ -138,7 +137,8 @@ def build_pipeline(options: PipelineOptions):
         return task
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Generative dataset distillation with self-knowledge "
-                  "distillation: ingest, pretrain, distill (GPU), then sample and evaluate per IPC, and report.")
+                  "distillation: ingest, teacher, pretrain, distill (GPU), then per IPC sample (kept by the teacher), "
+                  "refine (GPU) and evaluate, and report.")
     def skdd_pipeline(
         artifact_root: str = options.artifact_root,
         params_yaml: str = one_line_params(options.params_yaml),
@@ -156,14 +156,18 @@ def build_pipeline(options: PipelineOptions):
         fingerprint = platform(c.fingerprint_source(params_yaml=params_yaml, s3_endpoint_url=s3_endpoint_url,
                                                     **source), "fingerprint", cache=False)
         data = platform(c.ingest(source_fingerprint=fingerprint.output, **source, **common), "ingest")
+        classifier = platform(c.teacher(dataset=data.outputs["dataset"], device=device, **common), "teacher")
         gan = platform(c.pretrain(dataset=data.outputs["dataset"], device=device, **common), "pretrain")
         distilled = platform(c.distill(dataset=data.outputs["dataset"], gan=gan.outputs["gan"], loss=loss,
                                        device=device, **common), "distill")
         with dsl.ParallelFor(ipc_list, name="per-ipc") as ipc:
-            synthetic = platform(c.sample(generator=distilled.outputs["generator"], ipc=ipc, device=device,
+            synthetic = platform(c.sample(generator=distilled.outputs["generator"],
+                                          teacher=classifier.outputs["classifier"], ipc=ipc, device=device,
                                           **common), "sample")
+            refined = platform(c.refine(dataset=data.outputs["dataset"], synthetic=synthetic.outputs["synthetic"],
+                                        generator=distilled.outputs["generator"], device=device, **common), "refine")
             evaluation = platform(c.evaluate(dataset=data.outputs["dataset"],
-                                             synthetic=synthetic.outputs["synthetic"], loss=loss,
+                                             synthetic=refined.outputs["refined"], loss=loss,
                                              architectures=architectures, device=device, **common), "evaluate")
         report = platform(c.report(evaluations=dsl.Collected(evaluation.outputs["evaluation"]), **common), "report")
         return report.outputs["comparison"]

@@ -50,7 +50,7 @@ def first_repro(repo: Path, snapshot: Path) -> tuple[dict, str]:
     as they were after this first run (later tests change params and re-run the project)."""
     env = new_project(repo)
     first = run([str(BIN / "dvc"), "repro"], repo, env)
-    for name in ("eval-skd", "dataset", "synthetic-skd"):
+    for name in ("eval-skd", "dataset", "synthetic-skd", "refined-skd"):
         (snapshot / name).mkdir(parents=True)
         for f in ("manifest.json", "metrics.json"):
             if (repo / "artifacts" / name / f).is_file():

@@ -43,11 +43,13 @@ def tiny_npz(path: Path, *, n_per_class: int = 12, classes: int = 10, size: int 
     return path
 
 
-def ingest_tiny(tmp_path: Path, **kwargs) -> Path:
+def ingest_tiny(tmp_path: Path, *, val_per_class: int = 2, **kwargs) -> Path:
+    """The tiny npz ingested: `val_per_class` of each class's training images go to val/ (the params default,
+    500, is far more than a tiny set holds), so n_per_class=12 leaves 10 per class in train."""
     npz = tiny_npz(tmp_path / "tiny.npz", **kwargs)
     out = tmp_path / "dataset"
     run_stage("ingest", output=str(out), inputs={},
-              overrides=["source=npz", f"location={npz}", "name=tiny"])
+              overrides=["source=npz", f"location={npz}", "name=tiny", f"val_per_class={val_per_class}"])
     return out
 
 
@@ -72,3 +74,33 @@ def kill_after_checkpoint(cmd: list[str], out: Path, min_step: int, timeout: flo
         if proc.poll() is None:
             proc.kill()
     assert not (out / "manifest.json").exists(), "killed run must not leave a complete-looking artifact"
+
+
+def skdd_cmd(stage: str, out: Path, inputs: dict, overrides: list[str]) -> list[str]:
+    """`python -m skdd.cli <stage>` with its inputs and `--set` overrides."""
+    cmd = [sys.executable, "-m", "skdd.cli", stage, "--out", str(out)]
+    for name, path in inputs.items():
+        cmd += [f"--{name}", str(path)]
+    for item in overrides:
+        cmd += ["--set", item]
+    return cmd
+
+
+def run_cli(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Every run in its own process: CPU results are bit-identical only at equal thread counts and settings."""
+    return subprocess.run(cmd, check=True, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def one_line_error(capsys, argv: list[str], *fragments: str) -> str:
+    """`skdd` with argv must fail with exit code 2 and exactly one stderr line holding every fragment."""
+    from skdd.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

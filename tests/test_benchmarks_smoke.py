@@ -80,3 +80,26 @@ def test_eval_speed_tiny():
     assert result["plain_images_per_s"] > 0 and result["skdd_images_per_s"] > 0
     assert result["ratio"] > 0
     assert result["same_accuracy"] is True
+
+
+def test_fixed_set_benchmark_smoke(tmp_path):
+    import yaml
+
+    preset = yaml.safe_load((BENCHMARKS / "presets" / "fixed-set-smoke.yaml").read_text())
+    preset["datasets"] = {"tiny": {"source": "npz", "location": str(tiny_npz(tmp_path / "tiny.npz"))}}
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    stdout = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
+    results = json.loads((tmp_path / "work" / "results.json").read_text())
+    row = results["datasets"]["tiny"]["2"]
+    assert set(row) == {"random", "kcenter", "herding", "dm-pixel", "gan", "gan+confidence", "gan+coverage",
+                        "gan+confidence+coverage", "gan+refine", "gan-only+refine", "skd+refine"}
+    assert set(row["gan+refine"]["seeds"]) == {"1", "2"}                   # one evaluation per GAN seed
+    for name, cells in row.items():
+        for accs in cells["seeds"].values():
+            assert len(accs["convnet3"]) == 2 and all(0 <= a <= 100 for a in accs["convnet3"]), name
+    assert "| gan+refine |" in stdout and "(2 GAN seeds)" in stdout and "(2 trials)" in stdout
+    # a second run reuses every stage (nothing re-runs) and reports the same numbers
+    again = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
+    assert "fixed-set: " not in again and json.loads((tmp_path / "work" / "results.json").read_text())["datasets"] \
+        == results["datasets"]

@@ -27,8 +27,9 @@ def project(dvc_smoke):
 
 def test_smoke_profile_reproduces_end_to_end(project):
     repo, env, first = project
-    assert {"ingest", "pretrain", "distill@skd", "distill@none", "sample@skd", "select", "evaluate@skd",
-            "evaluate@gan-only", "evaluate@random", "report"} <= ran_stages(first)
+    assert {"ingest", "teacher", "pretrain", "distill@skd", "distill@none", "sample@skd", "refine@skd", "refine@none",
+            "select", "evaluate@skd", "evaluate@gan-only", "evaluate@skd-unrefined", "evaluate@random",
+            "report"} <= ran_stages(first)
     assert (repo / "dvc.lock").is_file() and (repo / "artifacts" / "report" / "report.md").is_file()
     shown = run([str(BIN / "dvc"), "metrics", "show"], repo, env)
     assert "eval-skd/metrics.json" in shown and "architectures.convnet3.mean" in shown
@@ -48,7 +49,8 @@ def test_changing_one_param_reruns_only_what_depends_on_it(project):
     params["sample"]["seed"] = params["sample"]["seed"] + 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = ran_stages(run([str(BIN / "dvc"), "repro"], repo, env))
-    assert second == {"sample@skd", "sample@none", "evaluate@skd", "evaluate@gan-only", "report"}
+    assert second == {"sample@skd", "sample@none", "refine@skd", "refine@none", "evaluate@skd", "evaluate@gan-only",
+                      "evaluate@skd-unrefined", "report"}
 
 
 def test_killed_repro_resumes_from_checkpoints(tmp_path):

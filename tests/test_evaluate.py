@@ -1,8 +1,9 @@
 """The select / evaluate / report / export stages on tiny real artifacts, plus one real MNIST run.
 
-Tiny data: `helpers.ingest_tiny` (10 classes, 12 train + 4 test images per class, 28x28x1); classifiers at
-width 8 for a few epochs, so the file stays within a few minutes on 2 CPU cores. Bad inputs go through the CLI
-(`main`), where a `SkddError` must come out as one line on stderr with exit code 2 and nothing published.
+Tiny data: `helpers.ingest_tiny` (10 classes, 12 train images per class of which 2 go to val/, 4 test images
+per class, 28x28x1); classifiers at width 8 for a few epochs, so the file stays within a few minutes on 2 CPU
+cores. Bad inputs go through the CLI (`main`), where a `SkddError` must come out as one line on stderr with
+exit code 2 and nothing published.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from skdd.evaluation.report import PROTOCOL_LABELS, comparison, format_mean_std
 from skdd.stages.export import class_folders
 from skdd.storage import staging_dir
 
-from helpers import MNIST, TINY_PRETRAIN, ingest_tiny, kill_after_checkpoint
+from helpers import MNIST, TINY_PRETRAIN, ingest_tiny, kill_after_checkpoint, one_line_error
 
 pytestmark = pytest.mark.integration
 
 EVAL = ["width=8", "device=cpu", "epochs=3", "trials=2"]
-SEL = ["feature_width=8", "feature_epochs=1", "device=cpu", "ipc=3"]
+SEL = ["device=cpu", "ipc=3"]
+TEACHER = ["width=8", "epochs=1", "device=cpu"]
 STRICT = PROTOCOL_LABELS["strict"]
 DIM = PROTOCOL_LABELS["dim"]
 
@@ -54,9 +56,12 @@ def art(tmp_path_factory):
     """A tiny dataset, its three baseline subsets (IPC 3), a random IPC 2 subset and a 1-step GAN."""
     root = tmp_path_factory.mktemp("eval")
     paths = {"root": root, "data": ingest_tiny(root)}
+    paths["teacher"] = root / "teacher"
+    run_stage("teacher", output=str(paths["teacher"]), inputs={"dataset": str(paths["data"])}, overrides=TEACHER)
     for method in ("random", "herding", "kcenter"):
         paths[method] = root / f"sel-{method}"
-        run_stage("select", output=str(paths[method]), inputs={"dataset": str(paths["data"])},
+        run_stage("select", output=str(paths[method]),
+                  inputs={"dataset": str(paths["data"]), "teacher": str(paths["teacher"])},
                   overrides=SEL + [f"method={method}"])
     paths["random2"] = root / "sel-random2"
     run_stage("select", output=str(paths["random2"]), inputs={"dataset": str(paths["data"])},
@@ -98,17 +103,6 @@ def crafted_dataset(path: Path, ds: ImageDataset | None, *, classes: list[str] |
     return path
 
 
-def one_line_error(capsys, argv: list[str], *fragments: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
 # ------------------------------------------------------------------------------------------------ select
 def test_select_gives_ipc_per_class_and_methods_differ(art):
     data = read_shards(art["data"] / "train")
@@ -125,7 +119,10 @@ def test_select_gives_ipc_per_class_and_methods_differ(art):
         picks[method] = idx
     assert picks["herding"] != picks["random"] and picks["kcenter"] != picks["random"]
     assert picks["herding"] != picks["kcenter"]
-    assert lineage.read_manifest(art["herding"])["metrics"]["feature_net_accuracy"] is not None
+    herding = lineage.read_manifest(art["herding"])
+    assert herding["metrics"]["teacher_val_accuracy"] is not None
+    assert [r["name"] for r in herding["inputs"]] == ["dataset", "teacher"]          # the teacher is a parent
+    assert [r["name"] for r in lineage.read_manifest(art["random"])["inputs"]] == ["dataset"]
     assert read_shards(art["random2"] / "train").class_counts() == [2] * 10
 
 
@@ -134,7 +131,7 @@ def test_select_bad_params(art, tmp_path, capsys):
     base = ["select", "--dataset", str(art["data"]), "--out", str(out)]
     one_line_error(capsys, base + ["--set", "method=kmeans"], "select.method", "kmeans")
     one_line_error(capsys, base + ["--set", "ipc=13"], "select.ipc", "13")
-    one_line_error(capsys, base + ["--set", "feature_arch=lenet5", "--set", "method=herding"], "lenet5")
+    one_line_error(capsys, base + ["--set", "method=herding"], "select.method", "--teacher")
     assert not out.exists()
 
 
@@ -183,7 +180,7 @@ def test_same_seed_reproduces(art, strict_eval, tmp_path):
 def test_full_training_set_is_the_upper_bound_row(art, tmp_path):
     m = evaluate(art, tmp_path / "full", art["data"], EVAL)
     assert m["ipc"] is None and m["label"] == "full dataset" and "full" in m["training_set"]
-    assert m["train_images"] == 120
+    assert m["train_images"] == 100   # 12 per class, 2 of them held out into val/
     assert "| full dataset | full |" in (tmp_path / "full" / "report.md").read_text()
 
 
@@ -361,7 +358,8 @@ def test_export_round_trip(art, tmp_path, capsys):
     assert info["classes"] == src.classes and info["class_counts"] == [3] * 10
     # skdd reads the image folder back unchanged
     back = tmp_path / "back"
-    run_stage("ingest", output=str(back), inputs={}, overrides=["source=imagefolder", f"location={out}", "name=b"])
+    run_stage("ingest", output=str(back), inputs={}, overrides=["source=imagefolder", f"location={out}", "name=b",
+                                                                 "val_per_class=0"])
     again = read_shards(back / "train")
     assert torch.equal(again.images, src.images) and torch.equal(again.labels, src.labels)
     # tensors only; and a bad format is a one-line error

@@ -28,7 +28,7 @@ def test_environment_overrides_are_what_the_manifest_records(tmp_path, monkeypat
     npz = tiny_npz(tmp_path / "tiny.npz")
     monkeypatch.setenv("SKDD_DATA_SOURCE", "npz")
     monkeypatch.setenv("SKDD_DATA_LOCATION", str(npz))
-    manifest = run_stage("ingest", output=str(tmp_path / "d"), inputs={}, overrides=["name=tiny"])
+    manifest = run_stage("ingest", output=str(tmp_path / "d"), inputs={}, overrides=["name=tiny", "val_per_class=2"])
     assert manifest["params"]["source"] == "npz" and manifest["params"]["location"] == str(npz)
     assert manifest["inputs"][0] == {**manifest["inputs"][0], "uri": str(npz), "kind": "npz"}
     assert read_manifest(tmp_path / "d")["sources"][0]["path"] == str(npz)

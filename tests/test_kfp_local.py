@@ -91,8 +91,12 @@ def test_pipeline_under_kfp_local_matches_dvc_repro(tmp_path, monkeypatch, smoke
     # every parent: the same params as its dvc counterpart, and the same data counts
     parents = {r["name"]: read(Path(r["uri"]) / "manifest.json") for r in ours["inputs"]}
     ref_parents = {r["name"]: read(snapshot / Path(r["uri"]).name / "manifest.json") for r in ref["inputs"]}
-    assert parents["dataset"]["metrics"] == ref_parents["dataset"]["metrics"] == {"counts": {"train": 60000,
-                                                                                             "test": 10000}}
+    assert parents["dataset"]["metrics"] == ref_parents["dataset"]["metrics"] == {
+        "counts": {"train": 59980, "val": 20, "test": 10000}}
     assert parents["dataset"]["params"] == ref_parents["dataset"]["params"]
     assert parents["synthetic"]["params"] == ref_parents["synthetic"]["params"]
+    assert parents["synthetic"]["stage"] == "refine"          # evaluate reads the refined set, as in dvc.yaml
     assert parents["synthetic"]["dataset"]["counts"] == ref_parents["synthetic"]["dataset"]["counts"]
+    grand = {r["name"]: read(Path(r["uri"]) / "manifest.json") for r in parents["synthetic"]["inputs"]}
+    assert set(grand) == {"dataset", "synthetic", "gan"}
+    assert {r["name"] for r in grand["synthetic"]["inputs"]} == {"gan", "teacher"}     # sample kept by the teacher

@@ -30,8 +30,9 @@ DEFAULT_IMAGE = f"{REPOSITORY}:{skdd.__version__}"
 FAKE_KEY_ID = "AKIAFAKEKEYID7Q2X9ZTEST"
 FAKE_SECRET = "fake/Secret+Value/that-must-never-leak-0123456789"
 SECRET_NAME = "skdd-s3-credentials"
-STAGE_EXECUTORS = ("exec-fingerprint-source", "exec-ingest", "exec-pretrain", "exec-distill", "exec-sample",
-                   "exec-evaluate", "exec-report")
+STAGE_EXECUTORS = ("exec-fingerprint-source", "exec-ingest", "exec-teacher", "exec-pretrain", "exec-distill",
+                   "exec-sample", "exec-refine", "exec-evaluate", "exec-report")
+GPU_EXECUTORS = {"exec-distill", "exec-refine"}
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def committed():
 def test_committed_yaml_is_a_fresh_compile_and_holds_no_credentials(tmp_path, fake_credentials, capsys):
     fresh = tmp_path / "fresh.yaml"
     summary = compile_to(fresh, capsys=capsys)
-    assert summary["image"] == DEFAULT_IMAGE and summary["gpu_stages"] == ["distill"]
+    assert summary["image"] == DEFAULT_IMAGE and summary["gpu_stages"] == ["distill", "refine"]
     text = fresh.read_text()
     assert FAKE_KEY_ID not in text and FAKE_SECRET not in text
     assert COMMITTED.read_text() == text, (
@@ -82,17 +83,17 @@ def test_committed_yaml_is_a_fresh_compile_and_holds_no_credentials(tmp_path, fa
     assert (tmp_path / "again.yaml").read_bytes() == fresh.read_bytes(), "compilation is not deterministic"
 
 
-def test_distill_requests_a_gpu_on_gpu_nodes(committed):
+def test_distill_and_refine_request_a_gpu_on_gpu_nodes(committed):
     spec, k8s = committed
     executors = spec["deploymentSpec"]["executors"]
-    accelerator = executors["exec-distill"]["container"]["resources"]["accelerator"]
-    assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
-    for name in set(STAGE_EXECUTORS) - {"exec-distill"}:
+    for name in GPU_EXECUTORS:
+        accelerator = executors[name]["container"]["resources"]["accelerator"]
+        assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
+        assert k8s[name]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert k8s[name]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    for name in set(STAGE_EXECUTORS) - GPU_EXECUTORS:
         assert "accelerator" not in executors[name]["container"].get("resources", {}), name
-    assert k8s["exec-distill"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
-    assert k8s["exec-distill"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                                   "effect": "NoSchedule"}]
-    for name in set(STAGE_EXECUTORS) - {"exec-distill"}:
+    for name in set(STAGE_EXECUTORS) - GPU_EXECUTORS:
         assert "nodeSelector" not in k8s[name] and "tolerations" not in k8s[name], name
 
 
@@ -129,18 +130,22 @@ def test_graph_parameters_and_caching(committed):
     assert yaml.safe_load(params["params_yaml"]["defaultValue"]) == yaml.safe_load((ROOT / "params.yaml").read_text())
     # cached: every stage; never cached: the fingerprint, whose output is part of ingest's cache key
     assert tasks["fingerprint-source"].get("cachingOptions", {}).get("enableCache") is not True
-    for name in ("ingest", "pretrain", "distill", "report"):
+    for name in ("ingest", "teacher", "pretrain", "distill", "report"):
         assert tasks[name]["cachingOptions"]["enableCache"] is True, name
     fp = tasks["ingest"]["inputs"]["parameters"]["source_fingerprint"]["taskOutputParameter"]
     assert fp["producerTask"] == "fingerprint-source"
     loop = next(t for t in tasks.values() if "parameterIterator" in t)
     inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
-    assert {"sample", "evaluate"} <= set(inner)
-    assert all(inner[n]["cachingOptions"]["enableCache"] for n in ("sample", "evaluate"))
+    assert {"sample", "refine", "evaluate"} <= set(inner)
+    assert all(inner[n]["cachingOptions"]["enableCache"] for n in ("sample", "refine", "evaluate"))
     assert set(tasks["distill"]["dependentTasks"]) == {"ingest", "pretrain"}
+    assert set(tasks["teacher"]["dependentTasks"]) == {"ingest"}
+    assert set(inner["refine"]["dependentTasks"]) == {"sample"}
+    assert inner["evaluate"]["inputs"]["artifacts"]["synthetic"]["taskOutputArtifact"]["producerTask"] == "refine"
     # retried with backoff (a preempted pod's retry resumes from the checkpoints mirrored to S3)
     every = {**{n: t for n, t in tasks.items() if "parameterIterator" not in t}, **inner}
-    assert set(every) == {"fingerprint-source", "ingest", "pretrain", "distill", "sample", "evaluate", "report"}
+    assert set(every) == {"fingerprint-source", "ingest", "teacher", "pretrain", "distill", "sample", "refine",
+                          "evaluate", "report"}
     for name, task in every.items():
         assert task["retryPolicy"] == {"maxRetryCount": 2, "backoffDuration": "60s", "backoffFactor": 2.0,
                                        "backoffMaxDuration": "3600s"}, name
@@ -342,7 +347,7 @@ def fake_output(tmp_path: Path, name: str) -> SimpleNamespace:
 
 
 def npz_preset(npz: Path) -> str:
-    return yaml.safe_dump({"ingest": {"name": "tiny", "source": "npz", "location": str(npz)}})
+    return yaml.safe_dump({"ingest": {"name": "tiny", "source": "npz", "location": str(npz), "val_per_class": 2}})
 
 
 @pytest.fixture
@@ -360,7 +365,7 @@ def test_step_writes_content_keyed_artifacts_and_reuses_them(tmp_path, capsys, n
                                artifact_root=str(tmp_path / "store"), key_extra=fingerprint)
     uri = Path(facts["uri"])
     assert uri.parent == tmp_path / "store" / "ingest" and (uri / "manifest.json").is_file()
-    assert first.metadata["kind"] == "dataset" and first.metadata["train_images"] == 120
+    assert first.metadata["kind"] == "dataset" and first.metadata["train_images"] == 100
     assert Path(first.path).read_bytes() == (uri / "manifest.json").read_bytes()
     created = json.loads((uri / "manifest.json").read_text())["created"]
     capsys.readouterr()

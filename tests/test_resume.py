@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,24 +10,9 @@ from safetensors.torch import load_file
 from skdd.cli import run_stage
 from skdd.storage import staging_dir
 
-from helpers import TINY_DISTILL, TINY_PRETRAIN, ingest_tiny, kill_after_checkpoint
+from helpers import TINY_DISTILL, TINY_PRETRAIN, ingest_tiny, kill_after_checkpoint, run_cli, skdd_cmd
 
 pytestmark = pytest.mark.integration
-
-
-def skdd_cmd(stage: str, out: Path, inputs: dict[str, Path], overrides: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "skdd.cli", stage, "--out", str(out)]
-    for name, path in inputs.items():
-        cmd += [f"--{name}", str(path)]
-    for item in overrides:
-        cmd += ["--set", item]
-    return cmd
-
-
-def run_cli(cmd: list[str]) -> subprocess.CompletedProcess:
-    """Every run in its own process: CPU results are bit-identical only at equal thread counts and settings."""
-    return subprocess.run(cmd, check=True, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
 
 
 def same_weights(a: Path, b: Path) -> None:

@@ -182,7 +182,7 @@ def test_stages_read_and_write_s3(s3env, tmp_path):
     s3env.client().upload_file(str(npz), BUCKET, "sources/tiny.npz")
     base = "s3://skdd-test/stages"
     run_stage("ingest", output=f"{base}/data", inputs={},
-              overrides=["source=npz", f"location=s3://{BUCKET}/sources/tiny.npz", "name=tiny"])
+              overrides=["source=npz", f"location=s3://{BUCKET}/sources/tiny.npz", "name=tiny", "val_per_class=2"])
     run_stage("pretrain", output=f"{base}/gan", inputs={"dataset": f"{base}/data"},
               overrides=TINY_PRETRAIN + ["steps=1"])
     manifest = run_stage("sample", output=f"{base}/syn", inputs={"gan": f"{base}/gan"},

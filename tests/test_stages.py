@@ -23,26 +23,30 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    """ingest → pretrain → distill → sample on the real MNIST files (tiny widths, a few steps)."""
+    """ingest → teacher, pretrain → distill → sample (kept by the teacher, params.yaml's selection) on the real
+    MNIST files (tiny widths, a few steps)."""
     if not MNIST.is_dir():
         pytest.skip("../shared/datasets/mnist not present")
     root = tmp_path_factory.mktemp("chain")
-    paths = {k: root / k for k in ("data", "gan", "dist", "syn")}
+    paths = {k: root / k for k in ("data", "teacher", "gan", "dist", "syn")}
     assert main(["ingest", "--out", str(paths["data"]), "--set", f"location={MNIST}", "--set", "source=idx"]) == 0
     assert main(["pretrain", "--dataset", str(paths["data"]), "--out", str(paths["gan"]),
                  *sum((["--set", o] for o in TINY_PRETRAIN + ["steps=6"]), [])]) == 0
     assert main(["distill", "--dataset", str(paths["data"]), "--gan", str(paths["gan"]), "--out", str(paths["dist"]),
                  *sum((["--set", o] for o in TINY_DISTILL + ["steps=4"]), [])]) == 0
-    assert main(["sample", "--gan", str(paths["dist"]), "--out", str(paths["syn"]), "--set", "ipc=3",
-                 "--set", "device=cpu"]) == 0
+    assert main(["teacher", "--dataset", str(paths["data"]), "--out", str(paths["teacher"]), "--set", "width=8",
+                 "--set", "epochs=1", "--set", "device=cpu"]) == 0
+    assert main(["sample", "--gan", str(paths["dist"]), "--teacher", str(paths["teacher"]), "--out", str(paths["syn"]),
+                 "--set", "ipc=3", "--set", "device=cpu"]) == 0
     return paths
 
 
 def test_chain_outputs_and_lineage(chain):
     data = lineage.verify_artifact(chain["data"], "dataset")
-    assert data["dataset"]["counts"] == {"train": 60000, "test": 10000}
-    assert data["dataset"]["class_counts"]["train"][:3] == [5923, 6742, 5958]
-    assert [round(v, 4) for v in data["dataset"]["mean"]] == [0.1307]
+    # params.yaml holds 500 per class out of MNIST's 60000 training images into val/
+    assert data["dataset"]["counts"] == {"train": 55000, "val": 5000, "test": 10000}
+    assert data["dataset"]["class_counts"]["train"][:3] == [5923 - 500, 6742 - 500, 5958 - 500]
+    assert [round(v, 4) for v in data["dataset"]["mean"]] == [0.1306]   # of the remaining training images
     assert len(data["sources"]) == 4 and all(len(s["sha256"]) == 64 for s in data["sources"])
 
     gan = lineage.verify_artifact(chain["gan"], "gan")
@@ -62,11 +66,12 @@ def test_sample_is_ipc_per_class_and_seeded(chain, tmp_path):
     grid = Image.open(chain["syn"] / "grid.png")
     assert grid.size[1] > grid.size[0] * 0.9       # 10 rows (classes) of 3 columns: taller than wide
     again = tmp_path / "syn2"
-    run_stage("sample", output=str(again), inputs={"gan": str(chain["dist"])}, overrides=["ipc=3", "device=cpu"])
+    inputs = {"gan": str(chain["dist"]), "teacher": str(chain["teacher"])}
+    run_stage("sample", output=str(again), inputs=inputs, params_file="params.yaml", overrides=["ipc=3", "device=cpu"])
     assert (again / "train" / "part-00000.parquet").read_bytes() == \
         (chain["syn"] / "train" / "part-00000.parquet").read_bytes()
     other = tmp_path / "syn3"
-    run_stage("sample", output=str(other), inputs={"gan": str(chain["dist"])},
+    run_stage("sample", output=str(other), inputs=inputs, params_file="params.yaml",
               overrides=["ipc=3", "device=cpu", "seed=1"])
     assert not torch.equal(read_shards(other / "train").images, syn.images)
 
@@ -163,5 +168,5 @@ def test_shape_mismatch_between_gan_and_dataset(tmp_path):
 
 def test_npz_ingest_counts(tmp_path):
     manifest = json.loads((ingest_tiny(tmp_path) / "manifest.json").read_text())
-    assert manifest["dataset"]["counts"] == {"train": 120, "test": 40}
+    assert manifest["dataset"]["counts"] == {"train": 100, "val": 20, "test": 40}   # 2 per class held out
     assert manifest["dataset"]["shape"] == [1, 28, 28]

@@ -2,7 +2,8 @@
 
 Params come from a `params.yaml` section named after the stage, then `--set key=value` overrides.
 A `SkddError` prints as one line on stderr with exit code 2; success prints the output's manifest
-summary. Stages are looked up in one table so the CLI, DVC and Kubeflow call the same functions.
+summary. Stages are looked up in one registry (`skdd.stages.registry`) so the CLI, DVC and Kubeflow call the
+same functions.
 """
 
 from __future__ import annotations
@@ -15,26 +16,14 @@ from typing import Callable
 
 from skdd.config import load_stage_params
 from skdd.errors import SkddError
-
-# stage -> (module, params class name, input names)
-STAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "ingest": ("skdd.stages.ingest", "IngestParams", ()),
-    "pretrain": ("skdd.stages.pretrain", "PretrainParams", ("dataset",)),
-    "distill": ("skdd.stages.distill", "DistillParams", ("dataset", "gan")),
-    "sample": ("skdd.stages.sample", "SampleParams", ("gan",)),
-    "select": ("skdd.stages.subset", "SelectParams", ("dataset",)),
-    "evaluate": ("skdd.stages.evaluate", "EvaluateParams", ("dataset", "synthetic")),
-    "report": ("skdd.stages.report", "ReportParams", ()),
-    "export": ("skdd.stages.export", "ExportParams", ("synthetic",)),
-}
+from skdd.stages.registry import STAGES
 
 
 def stage_entry(stage: str) -> tuple[type, Callable, tuple[str, ...]]:
-    import importlib
-
-    module_name, params_name, input_names = STAGES[stage]
-    module = importlib.import_module(module_name)
-    return getattr(module, params_name), module.run, input_names
+    """(params class, run function, required input names) of a registered stage."""
+    spec = STAGES[stage]
+    params_cls, run = spec.load()
+    return params_cls, run, spec.inputs
 
 
 def run_stage(stage: str, *, output: str, inputs: dict[str, str], params_file: str | None = None,
@@ -54,11 +43,14 @@ def run_stage(stage: str, *, output: str, inputs: dict[str, str], params_file: s
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skdd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for stage, (_, _, input_names) in STAGES.items():
-        p = sub.add_parser(stage, help=f"run the {stage} stage")
+    for stage, spec in STAGES.items():
+        p = sub.add_parser(stage, help=spec.help or f"run the {stage} stage")
         p.add_argument("--out", required=True, help="output artifact (a local folder or s3://bucket/prefix)")
-        for name in input_names:
+        for name in spec.inputs:
             p.add_argument(f"--{name}", required=True, help=f"input {name} artifact (a local folder or s3://bucket/prefix)")
+        for name in spec.optional:
+            p.add_argument(f"--{name}", default=None,
+                           help=f"input {name} artifact, when the params need one (a local folder or s3://bucket/prefix)")
         p.add_argument("--params", default=None,
                        help="params file (default: ./params.yaml when present, else built-in defaults)")
         p.add_argument("--section", default=None, help=f"section of the params file (default: {stage})")
@@ -95,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         params_file = args.params
         if params_file is None and Path("params.yaml").is_file():
             params_file = "params.yaml"
-        inputs = {name: getattr(args, name) for name in STAGES[args.command][2]}
+        spec = STAGES[args.command]
+        inputs = {name: getattr(args, name) for name in (*spec.inputs, *spec.optional) if getattr(args, name)}
         manifest = run_stage(args.command, output=args.out, inputs=inputs, params_file=params_file,
                              overrides=args.overrides, section=args.section)
     except SkddError as exc:

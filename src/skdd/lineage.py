@@ -62,6 +62,14 @@ def input_record(name: str, uri: str | Path, path: Path) -> dict[str, Any]:
     return {"name": name, "uri": str(uri), "manifest_sha256": sha256_file(path / MANIFEST)}
 
 
+def run_key(params_hash: str, inputs: list[dict[str, Any]]) -> str:
+    """The key a stage's checkpoints are kept under: its params and its inputs' manifests (a checkpoint made
+    from other inputs is never resumed)."""
+    blob = json.dumps({"params": params_hash, "inputs": [r["manifest_sha256"] for r in inputs]},
+                      sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
 def write_manifest(root: Path, *, kind: str, stage: str, params: dict[str, Any], params_hash: str,
                    inputs: list[dict[str, Any]] | None = None, metrics: dict[str, Any] | None = None,
                    extra: dict[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:

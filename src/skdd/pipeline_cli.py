@@ -1,6 +1,6 @@
 """`skdd pipeline compile|submit`: the Kubeflow pipeline's IR YAML, and runs of it on a cluster.
 
-    skdd pipeline compile [--image REF] [--output FILE] [--params FILE] [--gpu-stages distill,pretrain]
+    skdd pipeline compile [--image REF] [--output FILE] [--params FILE] [--gpu-stages distill,refine,pretrain]
                           [--gpu-node-selector KEY=VALUE ...] [--gpu-toleration KEY[=VALUE]:EFFECT ...]
                           [--s3-secret NAME] [--artifact-root URI]
     skdd pipeline submit --host URL [--package FILE] [--experiment NAME] [--run-name NAME]
@@ -33,8 +33,11 @@ import skdd
 from skdd import lineage
 from skdd.errors import SkddError, one_line
 
-GPU_CAPABLE = ("pretrain", "distill", "evaluate")
-PRESET_STAGES = ("ingest", "pretrain", "distill", "sample", "evaluate", "report")
+from skdd.stages.registry import STAGES
+
+GPU_CAPABLE = tuple(name for name, spec in STAGES.items() if spec.gpu)
+DEFAULT_GPU_STAGES = ("distill", "refine")
+PRESET_STAGES = ("ingest", "teacher", "pretrain", "distill", "sample", "refine", "evaluate", "report")
 # pipeline parameter -> the stage params it sets (what the components pass as --set overrides)
 PARAM_TARGETS: dict[str, list[tuple[str, str]]] = {
     "dataset_source": [("ingest", "source")],
@@ -42,7 +45,7 @@ PARAM_TARGETS: dict[str, list[tuple[str, str]]] = {
     "dataset_name": [("ingest", "name")],
     "loss": [("distill", "loss")],
     "architectures": [("evaluate", "architectures")],
-    "device": [("pretrain", "device"), ("distill", "device"), ("sample", "device"), ("evaluate", "device")],
+    "device": [(stage, "device") for stage in ("teacher", "pretrain", "distill", "sample", "refine", "evaluate")],
     "ipc_list": [("sample", "ipc")],   # one sample per entry
 }
 
@@ -58,7 +61,7 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--output", "-o", default="skdd_pipeline.yaml", help="where to write (default: %(default)s)")
     c.add_argument("--params", default=None, metavar="FILE",
                    help="preset whose text is the params_yaml default (default: the checkout's params.yaml)")
-    c.add_argument("--gpu-stages", default="distill", metavar="STAGES",
+    c.add_argument("--gpu-stages", default=",".join(DEFAULT_GPU_STAGES), metavar="STAGES",
                    help=f"comma-separated stages that request a GPU, from {', '.join(GPU_CAPABLE)} "
                         "(default: %(default)s; 'none' for none)")
     c.add_argument("--gpus", type=int, default=1, help="GPUs per GPU stage (default: %(default)s)")

@@ -66,9 +66,13 @@ class Pixels:
     def classifier(self, images_u8: Tensor) -> Tensor:
         return torch.addcmul(self._shift, images_u8.float(), self._scale)
 
+    def normalize(self, x: Tensor) -> Tensor:
+        """Images in [0, 1] to classifier input; differentiable (refine optimises pixels through it)."""
+        return (x - self.mean) / self.std
+
     def classifier_from_gan(self, x: Tensor) -> Tensor:
         """Generator output in [-1, 1] to classifier input; differentiable (the matching loss needs it)."""
-        return ((x + 1.0) * 0.5 - self.mean) / self.std
+        return self.normalize((x + 1.0) * 0.5)
 
     @staticmethod
     def gan_to_u8(x: Tensor) -> Tensor:

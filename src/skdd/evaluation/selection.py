@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from skdd.data.batches import Pixels
 from skdd.errors import SkddError
 
-__all__ = ["METHODS", "extract_features", "herding", "k_center", "random_subset", "select_per_class"]
+__all__ = ["METHODS", "SELECTIONS", "confidence_survivors", "coverage", "extract_features", "herding", "k_center",
+           "kmeans", "nearest_distinct", "random_subset", "select_candidates", "select_per_class"]
 
 METHODS = ("random", "herding", "kcenter")
 _ALIASES = {"k_center": "kcenter", "k-center": "kcenter"}
@@ -156,3 +157,92 @@ def extract_features(model: nn.Module, images_u8: Tensor, pixels: Pixels, device
         return torch.cat(feats)
     finally:
         model.train(was_training)
+
+
+# ------------------------------------------------------------------ generated candidates (over-generate, then keep)
+SELECTIONS = ("none", "confidence", "coverage", "confidence+coverage")
+
+
+def confidence_survivors(own_prob: Tensor, quantile: float, keep_at_least: int) -> Tensor:
+    """Indices (ascending) of the candidates whose probability for their own label is at least the `quantile`
+    quantile of the class's candidates; when ties or a small class leave fewer than `keep_at_least`, the most
+    confident `keep_at_least` are kept instead. `quantile` 0 keeps everything."""
+    if own_prob.dim() != 1:
+        raise SkddError(f"confidence: expected a 1-D tensor of probabilities, got shape {tuple(own_prob.shape)}")
+    if not 0.0 <= quantile < 1.0:
+        raise SkddError(f"confidence: quantile must lie in [0, 1), got {quantile!r}")
+    if keep_at_least > own_prob.numel():
+        raise SkddError(f"confidence: cannot keep {keep_at_least} of {own_prob.numel()} candidates")
+    p = own_prob.detach().to(torch.float64)
+    threshold = torch.quantile(p, quantile)
+    keep = torch.nonzero(p >= threshold).flatten()
+    if keep.numel() < keep_at_least:
+        keep = torch.sort(torch.argsort(p, descending=True, stable=True)[:keep_at_least]).values
+    return keep
+
+
+def kmeans(features: Tensor, k: int, iters: int = 30) -> Tensor:
+    """Lloyd's k-means in float64 with a deterministic start (the greedy k-center picks), so the same features
+    always give the same centres. An empty cluster is re-seeded with the point farthest from its centre.
+    Returns the centres [k, D]."""
+    phi = _check_k(features, k, "kmeans")
+    if k < 1:
+        raise SkddError("kmeans: k must be at least 1")
+    centres = phi[k_center(phi, k)].clone()
+    for _ in range(iters):
+        assign = torch.cdist(phi, centres).argmin(dim=1)
+        new = torch.zeros_like(centres).index_add_(0, assign, phi)
+        counts = torch.bincount(assign, minlength=k).to(phi.dtype)
+        empty = counts == 0
+        new = new / counts.clamp_min(1).unsqueeze(1)
+        if bool(empty.any()):
+            dist_own = torch.linalg.vector_norm(phi - new[assign], dim=1)
+            for c in torch.nonzero(empty).flatten().tolist():
+                far = int(torch.argmax(dist_own))
+                new[c] = phi[far]
+                dist_own[far] = -1.0
+        if torch.equal(new, centres):
+            break
+        centres = new
+    return centres
+
+
+def nearest_distinct(features: Tensor, centres: Tensor) -> Tensor:
+    """For each centre in order, the index of the nearest point not already taken by an earlier centre."""
+    phi = features.detach().to(torch.float64)
+    dist = torch.cdist(centres.to(torch.float64), phi)
+    out = torch.empty(centres.shape[0], dtype=torch.long, device=phi.device)
+    for c in range(centres.shape[0]):
+        p = int(torch.argmin(dist[c]))
+        out[c] = p
+        dist[:, p] = float("inf")
+    return out
+
+
+def coverage(features: Tensor, k: int, iters: int = 30) -> Tensor:
+    """k points that cover the class: k-means with k centres, then the point nearest each centre (distinct)."""
+    return nearest_distinct(features, kmeans(features, k, iters))
+
+
+def select_candidates(selection: str, features: Tensor | None, own_prob: Tensor | None, labels: Tensor, ipc: int,
+                      *, quantile: float = 0.5, iters: int = 30) -> Tensor:
+    """Indices of `ipc` kept candidates per class, class-major: `none` keeps each class's first `ipc` candidates
+    (generation order is random already); `confidence` drops those below the class's confidence quantile, then
+    keeps the first `ipc` survivors; `coverage` keeps the candidates nearest the k-means centres in the teacher's
+    feature space; `confidence+coverage` runs coverage on the survivors."""
+    if selection not in SELECTIONS:
+        raise SkddError(f"selection: unknown mode {selection!r} (known: {', '.join(SELECTIONS)})")
+    out = []
+    for idx in _class_indices(labels, ipc, None):
+        idx = idx.to(labels.device)
+        if selection == "none":
+            out.append(idx[:ipc])
+            continue
+        pool = idx
+        if "confidence" in selection:
+            pool = idx[confidence_survivors(own_prob[idx], quantile, ipc).to(idx.device)]
+        if "coverage" in selection:
+            out.append(pool[coverage(features[pool], ipc, iters).to(pool.device)])
+        else:
+            out.append(pool[:ipc])
+    return torch.cat(out)

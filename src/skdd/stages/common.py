@@ -16,8 +16,9 @@ from skdd.errors import SkddError
 class DatasetArtifact:
     path: Path
     manifest: dict[str, Any]
-    train: ImageDataset
+    train: ImageDataset | None   # None only when `splits` left it out
     test: ImageDataset | None
+    val: ImageDataset | None = None   # held out of the training data at ingest; never trained on
 
     @property
     def info(self) -> dict[str, Any]:
@@ -34,9 +35,18 @@ def open_input(uri: str | Path, kind: str | tuple[str, ...]) -> tuple[Path, dict
     return path, lineage.verify_artifact(path, expect_kind=kind)
 
 
+DATASET_SPLITS = ("train", "val", "test")
+
+
 def load_dataset(uri: str | Path, *, splits: tuple[str, ...] = ("train", "test")) -> DatasetArtifact:
+    """The verified dataset artifact with the named splits read; an absent `val` or `test` folder gives None.
+
+    `val` is read only when asked for (the default leaves it out): it is for choosing and measuring, not training."""
     path, manifest = open_input(uri, "dataset")
-    loaded: dict[str, ImageDataset | None] = {"train": None, "test": None}
+    unknown = [s for s in splits if s not in DATASET_SPLITS]
+    if unknown:
+        raise SkddError(f"load_dataset: unknown split {unknown[0]!r} (expected one of {', '.join(DATASET_SPLITS)})")
+    loaded: dict[str, ImageDataset | None] = {s: None for s in DATASET_SPLITS}
     for split in splits:
         folder = path / split
         if not folder.is_dir():
@@ -46,4 +56,4 @@ def load_dataset(uri: str | Path, *, splits: tuple[str, ...] = ("train", "test")
         ds = read_shards(folder)
         ds.validate(str(folder))
         loaded[split] = ds
-    return DatasetArtifact(path=path, manifest=manifest, train=loaded["train"], test=loaded["test"])
+    return DatasetArtifact(path=path, manifest=manifest, train=loaded["train"], test=loaded["test"], val=loaded["val"])

@@ -5,6 +5,8 @@ a synthetic batch with the *same labels* (pair i is class y_i on both sides) get
 augmentation and go through the pool model in separate passes; the matching term joins the
 adversarial loss for G only; then the critic takes its usual WGAN-GP step.
 `loss: none` runs the very same loop without matching: the GAN-only control at equal steps.
+With `ema_decay` set, a moving average of G's weights is kept (skdd.ema) and saved beside G; it starts from
+the input artifact's average when that has one, else from G.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import EpochBatcher, Pixels
 from skdd.device import DEVICES, autocast, prepare_module, resolve_device, seed_everything
 from skdd.errors import SkddError
-from skdd.gan import load_gan, save_gan
+from skdd.ema import GeneratorEMA
+from skdd.gan import load_ema_state, load_gan, save_gan
 from skdd.losses import MATCH_LOSSES, match_loss
 from skdd.models import list_models
 from skdd.pool import ModelPool
@@ -64,6 +67,9 @@ class DistillParams:
     pool_augment: str = param("color_crop")
     match_shared: bool = param(True, help="one augmentation for the whole real+synthetic batch (DiM) vs per pair")
     amp: bool = param(True, help="bf16 autocast on CUDA (ignored on CPU)")
+    ema_decay: float | None = param(None, ge=0, le=1, help="keep an exponential moving average of G's weights with "
+                                                           "this decay (from the input's average when it has one, "
+                                                           "else from G), saved and sampled from (null: off)")
     grad_norm_every: int = param(0, ge=0, help="every N steps log |grad| of the adversarial and the weighted "
                                                "matching term at G's output, and their ratio (0: never)")
     checkpoint_every: int = param(200, ge=1)
@@ -86,8 +92,11 @@ class DistillParams:
 class Distiller:
     """One distillation step at a time; `run` adds artifacts and checkpoints, benchmarks call `step` directly."""
 
-    def __init__(self, params: DistillParams, spec, g, d, opt_g, opt_d, train, device: torch.device, lam: float):
+    def __init__(self, params: DistillParams, spec, g, d, opt_g, opt_d, train, device: torch.device, lam: float,
+                 ema_init: dict[str, torch.Tensor] | None = None):
         self.params, self.spec, self.g, self.d, self.opt_g, self.opt_d = params, spec, g, d, opt_g, opt_d
+        # G's moving average (off when ema_decay is null); `ema_init`: the input artifact's average, else G
+        self.ema = GeneratorEMA(g, params.ema_decay, init=ema_init) if params.ema_decay is not None else None
         self.train, self.device, self.lam = train, device, lam
         self.matching = params.loss != "none"
         self.pool = ModelPool(params.pool, params.pool_sampling, in_channels=spec.in_channels,
@@ -130,13 +139,16 @@ class Distiller:
         measure = p.grad_norm_every > 0 and self.calls % p.grad_norm_every == 0
         losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, p.gp_weight, self.device, p.amp,
                           extra, grad_norms=measure)
+        if self.ema is not None:
+            self.ema.update(self.g)
         if pool_loss is not None:
             losses["loss_pool"] = pool_loss
             losses["pool"] = self.pool.current
         return losses
 
     def modules(self) -> dict:
-        return {"g": self.g, "d": self.d, **self.pool.modules()}
+        ema = {"g_ema": self.ema.module} if self.ema is not None else {}
+        return {"g": self.g, "d": self.d, **ema, **self.pool.modules()}
 
     def optimizers(self) -> dict:
         return {"g": self.opt_g, "d": self.opt_d, **self.pool.optimizers()}
@@ -180,7 +192,8 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
                         f"{spec.num_classes} classes; dataset {data.path} has {tuple(train.shape)}, "
                         f"{train.num_classes} classes")
     lam = params.lambda_skd if params.lambda_skd is not None else default_lambda(params.loss, data.name)
-    distiller = Distiller(params, spec, g, d, opt_g, opt_d, train, device, lam)
+    ema_init = load_ema_state(gan_path) if params.ema_decay is not None else None
+    distiller = Distiller(params, spec, g, d, opt_g, opt_d, train, device, lam, ema_init=ema_init)
     phash = params_hash(params)
 
     with storage.staged_output(output) as stage:
@@ -190,8 +203,11 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
                                     ckpts=storage.checkpointer(output, phash),
                                     steps=params.steps, log_every=params.log_every,
                                     checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size)
-        save_gan(stage, spec, g, d, opt_g, opt_d)
+        save_gan(stage, spec, g, d, opt_g, opt_d,
+                 g_ema=distiller.ema.module if distiller.ema is not None else None)
         write_curves(stage / "curves.csv", curves)
+        # where G's moving average started: the input artifact's average, G itself, or none kept
+        ema_from = None if distiller.ema is None else "input-ema" if ema_init is not None else "generator"
         final = curves[-1] if curves else {}
         ratios = [c["grad_ratio"] for c in curves if "grad_ratio" in c]
         metrics = {"steps": params.steps, "lambda": lam, "final_loss_g": final.get("loss_g"),
@@ -203,4 +219,5 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
             stage, kind="gan", stage="distill", params=as_dict(params), params_hash=phash,
             inputs=[lineage.input_record("dataset", inputs["dataset"], data.path),
                     lineage.input_record("gan", inputs["gan"], gan_path)],
-            metrics=metrics, extra={"gan": dict(spec.__dict__), "resolved": {"lambda": lam}}, device=str(device))
+            metrics=metrics, extra={"gan": dict(spec.__dict__), "resolved": {"lambda": lam, "ema_init": ema_from}},
+            device=str(device))

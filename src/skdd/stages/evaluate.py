@@ -9,7 +9,8 @@ Inputs:
         evaluates the full training set (the upper bound); then unequal class counts are allowed and IPC is
         reported as "full";
       - protocol `dim`: a GAN artifact (`pretrain`/`distill` output) sampled afresh every iteration with uniformly
-        random labels, generator in eval mode. (The Python API also accepts it as `inputs["gan"]`.)
+        random labels, generator in eval mode (G's moving average when the artifact has one). (The Python API
+        also accepts it as `inputs["gan"]`.)
 
 Protocols (ALGORITHM.md 4.4 and 1.7; `skdd.evaluation.protocols`):
   * `strict` ("strict (DC/DSA, last epoch)"): each architecture trained from scratch on the fixed set, per-sample
@@ -26,7 +27,8 @@ layout, protocol in the heading), `accuracy.png` (accuracy per architecture with
 metrics.json: {"schema", "label", "dataset", "num_classes", "ipc" (int, or null for the full training set),
 "protocol", "protocol_label", "training_set", "train_images", "test_images", "epochs", "batch_size", "lr",
 "momentum", "weight_decay", "augment", "width", "trials", "seeds", "device", "unit": "percent",
-"std": "population (ddof=0, ...)", "wall_seconds", "architectures": {arch: {"accuracies": [% per trial],
+"std": "population (ddof=0, ...)", "wall_seconds", "generator_weights" (dim: "ema" when the GAN artifact has G's
+moving average, which is then sampled, else "raw"; strict: null), "architectures": {arch: {"accuracies": [% per trial],
 "mean", "std", "seeds", "wall_seconds", "trials": [{"trial", "seed", "accuracy", "train_loss", "wall_seconds",
 (dim:) "checks": [[epoch, %], ...], "best_epoch", "final_accuracy"}]}}}.
 
@@ -39,7 +41,6 @@ numbers of an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ from skdd.evaluation.report import (
     mean_std,
     plot_architectures,
 )
-from skdd.gan import load_gan, noise
+from skdd.gan import load_sampling_generator, noise
 from skdd.models import list_models
 from skdd.stages.common import load_dataset, open_input
 
@@ -135,6 +136,7 @@ class _Training:
     train: ImageDataset | None = None
     sampler: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
     train_images: int = 0
+    generator_weights: str | None = None   # dim: "ema" (G's moving average) or "raw" (G itself)
 
 
 # ------------------------------------------------------------------------------------------------- inputs
@@ -205,13 +207,13 @@ def _generator(params: EvaluateParams, uri: str, name: str, real, test: ImageDat
     if manifest["kind"] != "gan":
         raise SkddError(f"{uri}: protocol dim samples a generator afresh every iteration, but this is a dataset "
                         "artifact (pass a GAN artifact from pretrain/distill, or use protocol: strict)")
-    spec, g, _, _ = load_gan(path, device)
+    spec, g, weights = load_sampling_generator(path, device)   # G's moving average when the artifact has one
     shape = (spec.in_channels, spec.image_size, spec.image_size)
     if shape != test.shape:
         raise SkddError(f"{uri}: the generator makes {'x'.join(map(str, shape))} images but the {real.name} test "
                         f"images are {'x'.join(map(str, test.shape))}")
     _check_classes(list(spec.classes), test, f"{uri}: the generator", real.name)
-    g.eval()   # BatchNorm with running statistics, as when sampling a fixed set
+    g.eval()   # BatchNorm with running statistics, as when sampling a fixed set (load_sampling_generator did)
     num_classes = spec.num_classes
 
     def sampler(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,7 +224,7 @@ def _generator(params: EvaluateParams, uri: str, name: str, real, test: ImageDat
     return _Training(ipc=ipc, description=f"fresh samples of the generator every iteration ({ipc} images per class "
                                           "per epoch on average, random labels)",
                      default_label=generator_label(manifest), records=[lineage.input_record(name, uri, path)],
-                     sampler=sampler)
+                     sampler=sampler, generator_weights=weights)
 
 
 def generator_label(manifest: dict) -> str:
@@ -284,13 +286,6 @@ def _trial_record(result: dict, trial: int, wall: float) -> dict:
                    final_accuracy=_percent(result["final_accuracy"]),
                    iterations_per_epoch=result["iterations_per_epoch"])
     return rec
-
-
-def _checkpoint_key(params: EvaluateParams, records: list[dict]) -> str:
-    """Checkpoints are only reused with the same params AND the same input artifacts."""
-    blob = json.dumps({"params": params_hash(params), "inputs": [r["manifest_sha256"] for r in records]},
-                      sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()
 
 
 def run_trials(params: EvaluateParams, training: _Training, test: ImageDataset, pixels: Pixels,
@@ -373,7 +368,7 @@ def build_metrics(params: EvaluateParams, training: _Training, real, test: Image
         "checks": params.checks if params.protocol == "dim" else None, "trials": params.trials,
         "seeds": [params.seed + t for t in range(params.trials)], "device": str(device), "unit": "percent",
         "std": STD_KIND, "wall_seconds": round(sum(a["wall_seconds"] for a in archs.values()), 3),
-        "architectures": archs,
+        "generator_weights": training.generator_weights, "architectures": archs,
     }
 
 
@@ -401,7 +396,7 @@ def run(params: EvaluateParams, inputs: dict[str, str], output: str) -> dict:
     if not (real.info.get("mean") and real.info.get("std")):
         raise SkddError(f"{real.path}: dataset manifest has no mean/std to normalise classifier inputs")
     pixels = Pixels(real.info["mean"], real.info["std"], device)
-    key = _checkpoint_key(params, records)
+    key = lineage.run_key(params_hash(params), records)
 
     with storage.staged_output(output) as stage:
         ckpts = storage.checkpointer(output, key)
@@ -414,7 +409,8 @@ def run(params: EvaluateParams, inputs: dict[str, str], output: str) -> dict:
         for arch, acc in summary.items():
             telemetry.report_accuracy(dataset=metrics["dataset"], architecture=arch, ipc=metrics["ipc"],
                                       protocol=metrics["protocol"], label=metrics["label"], **acc)
-        info = {k: metrics[k] for k in ("label", "dataset", "ipc", "protocol", "protocol_label", "trials", "epochs")}
+        info = {k: metrics[k] for k in ("label", "dataset", "ipc", "protocol", "protocol_label", "trials", "epochs",
+                                        "generator_weights")}
         return lineage.write_manifest(
             stage, kind="evaluation", stage="evaluate", params=as_dict(params), params_hash=params_hash(params),
             inputs=records, metrics={"accuracy": summary, "protocol": params.protocol, "ipc": training.ipc},

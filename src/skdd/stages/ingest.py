@@ -8,16 +8,28 @@ Where the data comes from: `source` + `location` in params, overridden by the en
 params file serves a connected machine (torchvision download) and an offline or cluster one. The
 manifest records the *effective* source and location, whichever won. An `s3://` location is fetched
 into the local cache first and every source file is recorded by its s3:// URI.
+
+The validation split: `val_per_class` images of every class are held out of the source's *training*
+data into `val/` (drawn with a private generator seeded by `val_seed`, so the same source and params
+give the same bytes), for later stages to choose checkpoints and measure classifiers without touching
+`test/`. No stage trains on it. The rest stays in `train/` in source order; `val/` is class-major in
+ascending source index; the manifest records the sha256 of the sorted held-out source indices.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from skdd import lineage, storage
 from skdd.config import as_dict, param, params_hash
+from skdd.data.dataset import ImageDataset
 from skdd.data.parquet import write_shards
 from skdd.data.sources import read_source
 from skdd.errors import SkddError
@@ -34,6 +46,9 @@ class IngestParams:
     location: str = param("data/downloads", help=f"folder, file or s3:// prefix of the source (torchvision: "
                                                  f"the download folder); ${LOCATION_ENV} overrides")
     rows_per_shard: int = param(20000, ge=1)
+    val_per_class: int = param(500, ge=0, help="training images per class held out into val/ (never trained on; "
+                                               "for checkpoint/hyper-parameter choice and probes); 0: no val split")
+    val_seed: int = param(0, ge=0, help="seed of the val split's draw (a private generator)")
 
 
 def effective_params(params: IngestParams) -> IngestParams:
@@ -59,6 +74,33 @@ def read_any(kind: str, location: str, name: str) -> tuple:
     return splits, [(str(Path(f)), Path(f)) for f in files]
 
 
+def split_val(train: ImageDataset, per_class: int, seed: int) -> tuple[ImageDataset, ImageDataset | None, np.ndarray]:
+    """Hold `per_class` images of every class out of `train`: (rest of train in source order, val class-major in
+    ascending source index or None when per_class is 0, the held-out source indices sorted as int64)."""
+    if per_class == 0:
+        return train, None, np.zeros(0, dtype=np.int64)
+    labels = train.labels.detach().to("cpu", torch.int64)
+    counts = train.class_counts()
+    for c, n in enumerate(counts):
+        if n <= per_class:
+            raise SkddError(f"ingest.val_per_class={per_class}: class {train.classes[c]!r} has only {n} training "
+                            f"images, and at least one must stay in train (lower ingest.val_per_class, 0 for no val)")
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in range(train.num_classes):
+        members = torch.nonzero(labels == c).flatten()   # ascending source index
+        chosen = members[torch.randperm(len(members), generator=generator)[:per_class]]
+        picked.append(torch.sort(chosen).values)
+    val_idx = torch.cat(picked)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[val_idx] = False
+    device = train.images.device
+    rest = ImageDataset(train.images[keep.to(device)], train.labels[keep.to(train.labels.device)], list(train.classes))
+    val = ImageDataset(train.images[val_idx.to(device)], train.labels[val_idx.to(train.labels.device)],
+                       list(train.classes))
+    return rest, val, np.sort(val_idx.numpy()).astype(np.int64)
+
+
 def run(params: IngestParams, inputs: dict[str, str], output: str) -> dict:
     params = effective_params(params)
     location = params.location
@@ -68,23 +110,30 @@ def run(params: IngestParams, inputs: dict[str, str], output: str) -> dict:
             split.validate(f"{location} ({split_name})")
     if splits.test is not None and splits.test.shape != splits.train.shape:
         raise SkddError(f"{location}: test images {splits.test.shape} differ from train images {splits.train.shape}")
+    train, val, val_indices = split_val(splits.train, params.val_per_class, params.val_seed)
     with storage.staged_output(output) as stage:
-        for name in ("train", "test"):
+        for name in ("train", "val", "test"):
             folder = stage / name
             if folder.exists():
-                for old in folder.iterdir():
-                    old.unlink()
-        write_shards(splits.train, stage / "train", split="train", rows_per_shard=params.rows_per_shard)
-        counts = {"train": len(splits.train)}
-        class_counts = {"train": splits.train.class_counts()}
+                shutil.rmtree(folder)
+        write_shards(train, stage / "train", split="train", rows_per_shard=params.rows_per_shard)
+        counts = {"train": len(train)}
+        class_counts = {"train": train.class_counts()}
+        if val is not None:
+            write_shards(val, stage / "val", split="val", rows_per_shard=params.rows_per_shard)
+            counts["val"] = len(val)
+            class_counts["val"] = val.class_counts()
         if splits.test is not None:
             write_shards(splits.test, stage / "test", split="test", rows_per_shard=params.rows_per_shard)
             counts["test"] = len(splits.test)
             class_counts["test"] = splits.test.class_counts()
-        mean, std = splits.train.mean_std()
-        info = {"name": params.name, "classes": list(splits.train.classes), "shape": list(splits.train.shape),
-                "num_classes": splits.train.num_classes, "counts": counts, "class_counts": class_counts,
-                "mean": [round(m, 6) for m in mean], "std": [round(s, 6) for s in std]}
+        mean, std = train.mean_std()   # of the training images only: val and test stay unseen
+        info = {"name": params.name, "classes": list(train.classes), "shape": list(train.shape),
+                "num_classes": train.num_classes, "counts": counts, "class_counts": class_counts,
+                "mean": [round(m, 6) for m in mean], "std": [round(s, 6) for s in std],
+                "val_per_class": params.val_per_class, "val_seed": params.val_seed}
+        if val is not None:
+            info["val_source_indices_sha256"] = hashlib.sha256(val_indices.astype("<i8").tobytes()).hexdigest()
         sources = [{"path": recorded, "bytes": local.stat().st_size, "sha256": lineage.sha256_file(local)}
                    for recorded, local in files]
         return lineage.write_manifest(

@@ -16,6 +16,7 @@ from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import EpochBatcher, Pixels
 from skdd.errors import SkddError
 from skdd.device import DEVICES, autocast, prepare_module, resolve_device, seed_everything
+from skdd.ema import GeneratorEMA
 from skdd.gan import GanSpec, noise, save_gan
 from skdd.losses import discriminator_loss, generator_adv_loss
 from skdd.stages.common import load_dataset
@@ -38,6 +39,8 @@ class PretrainParams:
     z_dim: int = param(100, ge=2)
     conditioning: str = param("overwrite", choices=("overwrite", "concat"))
     amp: bool = param(True, help="bf16 autocast on CUDA (ignored on CPU)")
+    ema_decay: float | None = param(None, ge=0, le=1, help="keep an exponential moving average of G's weights "
+                                                           "with this decay, saved and sampled from (null: off)")
     checkpoint_every: int = param(500, ge=1)
     log_every: int = param(50, ge=1)
 
@@ -93,17 +96,21 @@ class Pretrainer:
         betas = (params.beta1, params.beta2)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr, betas=betas)
+        self.ema = GeneratorEMA(self.g, params.ema_decay) if params.ema_decay is not None else None
         self.batcher = EpochBatcher(len(train), params.batch_size, device)
         self.pixels = Pixels(spec.mean, spec.std, device)
 
     def step(self) -> dict:
         idx = self.batcher.next()
         x, y = self.pixels.gan(self.train.images[idx]), self.train.labels[idx]
-        return gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, self.params.gp_weight,
-                        self.device, self.params.amp)
+        losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, self.params.gp_weight,
+                          self.device, self.params.amp)
+        if self.ema is not None:
+            self.ema.update(self.g)
+        return losses
 
     def modules(self) -> dict:
-        return {"g": self.g, "d": self.d}
+        return {"g": self.g, "d": self.d, **({"g_ema": self.ema.module} if self.ema is not None else {})}
 
     def optimizers(self) -> dict:
         return {"g": self.opt_g, "d": self.opt_d}
@@ -138,7 +145,7 @@ def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
                                     steps=params.steps, log_every=params.log_every,
                                     checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size)
         g, d, opt_g, opt_d = trainer.g, trainer.d, trainer.opt_g, trainer.opt_d
-        save_gan(stage, spec, g, d, opt_g, opt_d)
+        save_gan(stage, spec, g, d, opt_g, opt_d, g_ema=trainer.ema.module if trainer.ema is not None else None)
         write_curves(stage / "curves.csv", curves)
         final = curves[-1] if curves else {}
         metrics = {"steps": params.steps, "final_loss_g": final.get("loss_g"), "final_loss_d": final.get("loss_d"),

@@ -1,0 +1,214 @@
+"""Fixed synthetic sets against real subsets of the same size, over GAN seeds (strict protocol).
+
+    python benchmarks/fixed_set.py --preset benchmarks/presets/cpu-fixed-set.yaml --work runs/cpu-fixed-set
+    python benchmarks/fixed_set.py --preset ... --work ... --render-only      # re-write the results page only
+
+Rows per dataset and IPC (every stage through `skdd.cli.run_stage`, params: the preset's `base` file, then the
+preset's section, then what the row needs):
+
+* real subsets: `random`, `kcenter`, `herding` (the teacher's features); `dm-pixel`: DM on pixels from the
+  random subset (`refine space=pixel`), the fixed-set anchor;
+* per GAN seed (`pretrain seed`): the generator's own sample (`sample selection=none`), `+confidence`,
+  `+coverage`, `+confidence+coverage` (over `candidates_per_class` candidates), and `+refine` (latent DM through
+  the frozen generator, from the confidence+coverage set); with `with_distill: true` also the SKD-distilled generator
+  with the same selection and refine (`skd+refine`) and the GAN-only control at equal steps (`gan-only+refine`).
+
+A stage whose output already has a manifest is reused (re-running resumes; stages resume from their checkpoints).
+A generator row is reported as the mean ± std over GAN seeds of its per-seed mean accuracy (trials inside a seed
+are averaged first), with the per-seed values; real rows as mean ± std over trials. `docs/results.md` gets the
+section between `<!-- fixed-set:<name> begin -->` and `... end -->`; `<work>/results.json` holds every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_MD = REPO / "docs" / "results.md"
+SELECTIONS = ("none", "confidence", "coverage", "confidence+coverage")
+GAN_ROWS = ["gan", "gan+confidence", "gan+coverage", "gan+confidence+coverage", "gan+refine"]
+DISTILL_ROWS = ["gan-only+refine", "skd+refine"]
+REAL_ROWS = ["random", "kcenter", "herding", "dm-pixel"]
+
+
+def _ov(section: dict | None) -> list[str]:
+    return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else ('null' if v is None else v)}"
+            for k, v in (section or {}).items()]
+
+
+class Runner:
+    def __init__(self, preset: dict, work: Path):
+        self.preset, self.work = preset, work
+        self.base = str(REPO / preset["base"])
+        self.wall: dict[str, float] = {}
+
+    def stage(self, stage: str, out: Path, inputs: dict[str, Path], overrides: list[str]) -> Path:
+        from skdd.cli import run_stage
+
+        if (out / "manifest.json").is_file():
+            return out
+        t0 = time.perf_counter()
+        print(f"fixed-set: {stage} -> {out.relative_to(self.work)}", flush=True)
+        run_stage(stage, output=str(out), inputs={k: str(v) for k, v in inputs.items()}, params_file=self.base,
+                  overrides=_ov(self.preset.get(stage)) + overrides)
+        self.wall[str(out.relative_to(self.work))] = round(time.perf_counter() - t0, 1)
+        return out
+
+    def evaluate(self, data: Path, synthetic: Path, label: str, ipc: int) -> dict:
+        out = synthetic.parent / f"eval-{synthetic.name}"
+        self.stage("evaluate", out, {"dataset": data, "synthetic": synthetic},
+                   [f"label={label}", f"ipc={ipc}", "protocol=strict"])
+        metrics = json.loads((out / "metrics.json").read_text())
+        return {a: r["accuracies"] for a, r in metrics["architectures"].items()}
+
+    def dataset(self, name: str, where: dict) -> dict:
+        from skdd.data.offline import COPIES
+
+        if where.get("source", "offline") == "offline":
+            kind, location, note = COPIES[name]
+            location = str((REPO / location).resolve())
+        else:
+            kind, location, note = where["source"], where["location"], f"{where['source']} {where['location']}"
+        d = self.work / name
+        data = self.stage("ingest", d / "dataset", {}, [f"name={name}", f"source={kind}", f"location={location}"])
+        teacher = self.stage("teacher", d / "teacher", {"dataset": data}, [])
+        cells: dict = {"data_note": note}
+        p = self.preset
+        for ipc in p["ipc"]:
+            row: dict[str, dict] = {}
+            k = d / f"ipc{ipc}"
+            for method in ("random", "kcenter", "herding"):
+                out = self.stage("select", k / f"select-{method}", {"dataset": data, "teacher": teacher},
+                                 [f"method={method}", f"ipc={ipc}"])
+                row[method] = {"seeds": {"-": self.evaluate(data, out, method, ipc)}}
+            dm = self.stage("refine", k / "dm-pixel", {"dataset": data, "synthetic": k / "select-random"},
+                            ["space=pixel"] + _ov(p.get("refine_pixel")))
+            row["dm-pixel"] = {"seeds": {"-": self.evaluate(data, dm, "dm-pixel", ipc)}}
+            for seed in p["gan_seeds"]:
+                g = d / f"seed{seed}"
+                gan = self.stage("pretrain", g / "gan", {"dataset": data}, [f"seed={seed}"])
+                gens = {"gan": gan}
+                if p.get("with_distill"):
+                    for loss in ("none", "skd"):
+                        gens[{"none": "gan-only", "skd": "skd"}[loss]] = self.stage(
+                            "distill", g / f"distill-{loss}", {"dataset": data, "gan": gan}, [f"loss={loss}", f"seed={seed}"])
+                for gname, gpath in gens.items():
+                    sels = SELECTIONS if gname == "gan" else ("confidence+coverage",)
+                    for sel in sels:
+                        tag = gname if sel == "none" else f"{gname}+{sel}"
+                        out = self.stage("sample", k / f"seed{seed}" / f"sample-{tag}",
+                                         {"gan": gpath, "teacher": teacher},
+                                         [f"ipc={ipc}", f"selection={sel}"] + ([] if sel != "none" else
+                                                                                 ["candidates_per_class=null"]))
+                        if gname == "gan":
+                            row.setdefault(tag, {"seeds": {}})["seeds"][str(seed)] = self.evaluate(data, out, tag, ipc)
+                    src = k / f"seed{seed}" / f"sample-{gname}+confidence+coverage"
+                    ref = self.stage("refine", k / f"seed{seed}" / f"refine-{gname}",
+                                     {"dataset": data, "synthetic": src, "gan": gpath}, ["space=latent"])
+                    rname = f"{gname}+refine"
+                    row.setdefault(rname, {"seeds": {}})["seeds"][str(seed)] = self.evaluate(data, ref, rname, ipc)
+            cells[str(ipc)] = row
+        return cells
+
+
+def summarise(row: dict, arch: str = "convnet3") -> dict:
+    """Mean ± std over seeds of per-seed means (real rows: over trials), plus the per-seed means."""
+    per_seed = {s: statistics.fmean(a[arch]) for s, a in row["seeds"].items() if arch in a}
+    if list(per_seed) == ["-"]:
+        acc = row["seeds"]["-"][arch]
+        return {"mean": statistics.fmean(acc), "std": statistics.pstdev(acc), "n": len(acc), "over": "trials",
+                "per_seed": {}}
+    vals = list(per_seed.values())
+    return {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0,
+            "n": len(vals), "over": "GAN seeds", "per_seed": per_seed}
+
+
+def render(results: dict, preset: dict, command: str) -> str:
+    name = preset["name"]
+    lines = [f"<!-- fixed-set:{name} begin -->", f"## Preset `{name}`: fixed sets against real subsets", "",
+             preset.get("description", "").strip(), "",
+             "| | |", "|---|---|", f"| command | `{command}` |", f"| device | {results['device']} |",
+             f"| torch | {results['torch']} |", f"| commit | `{results['commit']}` |", f"| date | {results['date']} |",
+             f"| total wall time | {results['wall_minutes']:.0f} min |", ""]
+    for ds, cells in results["datasets"].items():
+        lines.append(f"**{ds}** ({cells['data_note']}), strict protocol, ConvNet3, test accuracy (%):")
+        lines.append("")
+        ipcs = [k for k in cells if k != "data_note"]
+        lines.append("| row | " + " | ".join(f"IPC {i}" for i in ipcs) + " |")
+        lines.append("|---|" + "---:|" * len(ipcs))
+        for rname in REAL_ROWS + GAN_ROWS + DISTILL_ROWS:
+            if not any(rname in cells[i] for i in ipcs):
+                continue
+            vals = []
+            for i in ipcs:
+                if rname not in cells[i]:
+                    vals.append("—")
+                    continue
+                s = summarise(cells[i][rname])
+                seeds = "" if not s["per_seed"] else " [" + ", ".join(f"{v:.1f}" for v in s["per_seed"].values()) + "]"
+                vals.append(f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']} {s['over']}){seeds}")
+            lines.append(f"| {rname} | " + " | ".join(vals) + " |")
+        lines.append("")
+    lines.append(f"<!-- fixed-set:{name} end -->")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str, name: str) -> None:
+    md = RESULTS_MD.read_text()
+    begin, end = f"<!-- fixed-set:{name} begin -->", f"<!-- fixed-set:{name} end -->"
+    if begin in md:
+        md = md[:md.index(begin)] + text + md[md.index(end) + len(end) + 1:]
+    else:
+        md = md.rstrip("\n") + "\n\n" + text
+    RESULTS_MD.write_text(md)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--no-docs", action="store_true", help="do not touch docs/results.md")
+    args = ap.parse_args(argv)
+    preset = yaml.safe_load(Path(args.preset).read_text())
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    results_path = work / "results.json"
+    command = f"python benchmarks/fixed_set.py --preset {args.preset} --work {args.work}"
+    if args.render_only:
+        results = json.loads(results_path.read_text())
+    else:
+        import torch
+
+        t0 = time.perf_counter()
+        runner = Runner(preset, work)
+        datasets = {name: runner.dataset(name, where or {}) for name, where in preset["datasets"].items()}
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip()
+        results = {"preset": preset["name"], "datasets": datasets, "wall_seconds": runner.wall,
+                   "wall_minutes": (time.perf_counter() - t0) / 60, "torch": torch.__version__,
+                   "device": f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)",
+                   "commit": commit, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   "command": command}
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+    text = render(results, preset, command)
+    print(text)
+    if not args.no_docs:
+        write_section(text, preset["name"])
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())
