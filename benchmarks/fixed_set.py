@@ -48,10 +48,12 @@ def _ov(section: dict | None) -> list[str]:
 
 
 class Runner:
-    def __init__(self, preset: dict, work: Path):
+    def __init__(self, preset: dict, work: Path, on_result=None):
         self.preset, self.work = preset, work
         self.base = str(REPO / preset["base"])
         self.wall: dict[str, float] = {}
+        self.datasets: dict[str, dict] = {}       # filled as evaluations finish (a stopped run keeps what ran)
+        self.on_result = on_result or (lambda: None)
 
     def stage(self, stage: str, out: Path, inputs: dict[str, Path], overrides: list[str]) -> Path:
         from skdd.cli import run_stage
@@ -72,6 +74,10 @@ class Runner:
         metrics = json.loads((out / "metrics.json").read_text())
         return {a: r["accuracies"] for a, r in metrics["architectures"].items()}
 
+    def record(self, cells: dict, ipc: int, row: str, seed: str, accs: dict) -> None:
+        cells.setdefault(str(ipc), {}).setdefault(row, {"seeds": {}})["seeds"][seed] = accs
+        self.on_result()
+
     def dataset(self, name: str, where: dict) -> dict:
         from skdd.data.offline import COPIES
 
@@ -83,18 +89,17 @@ class Runner:
         d = self.work / name
         data = self.stage("ingest", d / "dataset", {}, [f"name={name}", f"source={kind}", f"location={location}"])
         teacher = self.stage("teacher", d / "teacher", {"dataset": data}, [])
-        cells: dict = {"data_note": note}
+        cells: dict = self.datasets.setdefault(name, {"data_note": note})
         p = self.preset
         for ipc in p["ipc"]:
-            row: dict[str, dict] = {}
             k = d / f"ipc{ipc}"
             for method in ("random", "kcenter", "herding"):
                 out = self.stage("select", k / f"select-{method}", {"dataset": data, "teacher": teacher},
                                  [f"method={method}", f"ipc={ipc}"])
-                row[method] = {"seeds": {"-": self.evaluate(data, out, method, ipc)}}
+                self.record(cells, ipc, method, "-", self.evaluate(data, out, method, ipc))
             dm = self.stage("refine", k / "dm-pixel", {"dataset": data, "synthetic": k / "select-random"},
                             ["space=pixel"] + _ov(p.get("refine_pixel")))
-            row["dm-pixel"] = {"seeds": {"-": self.evaluate(data, dm, "dm-pixel", ipc)}}
+            self.record(cells, ipc, "dm-pixel", "-", self.evaluate(data, dm, "dm-pixel", ipc))
             for seed in p["gan_seeds"]:
                 g = d / f"seed{seed}"
                 gan = self.stage("pretrain", g / "gan", {"dataset": data}, [f"seed={seed}"])
@@ -112,13 +117,12 @@ class Runner:
                                          [f"ipc={ipc}", f"selection={sel}"] + ([] if sel != "none" else
                                                                                  ["candidates_per_class=null"]))
                         if gname == "gan":
-                            row.setdefault(tag, {"seeds": {}})["seeds"][str(seed)] = self.evaluate(data, out, tag, ipc)
+                            self.record(cells, ipc, tag, str(seed), self.evaluate(data, out, tag, ipc))
                     src = k / f"seed{seed}" / f"sample-{gname}+confidence+coverage"
                     ref = self.stage("refine", k / f"seed{seed}" / f"refine-{gname}",
                                      {"dataset": data, "synthetic": src, "gan": gpath}, ["space=latent"])
                     rname = f"{gname}+refine"
-                    row.setdefault(rname, {"seeds": {}})["seeds"][str(seed)] = self.evaluate(data, ref, rname, ipc)
-            cells[str(ipc)] = row
+                    self.record(cells, ipc, rname, str(seed), self.evaluate(data, ref, rname, ipc))
         return cells
 
 
@@ -140,11 +144,16 @@ def render(results: dict, preset: dict, command: str) -> str:
              preset.get("description", "").strip(), "",
              "| | |", "|---|---|", f"| command | `{command}` |", f"| device | {results['device']} |",
              f"| torch | {results['torch']} |", f"| commit | `{results['commit']}` |", f"| date | {results['date']} |",
-             f"| total wall time | {results['wall_minutes']:.0f} min |", ""]
+             f"| wall time of the last run | {results['wall_minutes']:.0f} min (stages reused from earlier runs "
+             "are not counted) |", ""]
     for ds, cells in results["datasets"].items():
-        lines.append(f"**{ds}** ({cells['data_note']}), strict protocol, ConvNet3, test accuracy (%):")
+        lines.append(f"**{ds}** ({cells['data_note']}), strict protocol, ConvNet3, test accuracy (%); generator rows: "
+                     "mean ± std over GAN seeds of each seed's mean over trials, per-seed means in brackets; "
+                     "Δ random: the row's mean minus the random-real subset's:")
         lines.append("")
         ipcs = [k for k in cells if k != "data_note"]
+        if not ipcs:
+            continue
         lines.append("| row | " + " | ".join(f"IPC {i}" for i in ipcs) + " |")
         lines.append("|---|" + "---:|" * len(ipcs))
         for rname in REAL_ROWS + GAN_ROWS + DISTILL_ROWS:
@@ -157,7 +166,10 @@ def render(results: dict, preset: dict, command: str) -> str:
                     continue
                 s = summarise(cells[i][rname])
                 seeds = "" if not s["per_seed"] else " [" + ", ".join(f"{v:.1f}" for v in s["per_seed"].values()) + "]"
-                vals.append(f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']} {s['over']}){seeds}")
+                delta = ""
+                if rname != "random" and "random" in cells[i]:
+                    delta = f"; Δ random {s['mean'] - summarise(cells[i]['random'])['mean']:+.1f}"
+                vals.append(f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']} {s['over']}{delta}){seeds}")
             lines.append(f"| {rname} | " + " | ".join(vals) + " |")
         lines.append("")
     lines.append(f"<!-- fixed-set:{name} end -->")
@@ -192,16 +204,23 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         t0 = time.perf_counter()
-        runner = Runner(preset, work)
-        datasets = {name: runner.dataset(name, where or {}) for name, where in preset["datasets"].items()}
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True).stdout.strip()
-        results = {"preset": preset["name"], "datasets": datasets, "wall_seconds": runner.wall,
-                   "wall_minutes": (time.perf_counter() - t0) / 60, "torch": torch.__version__,
-                   "device": f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)",
-                   "commit": commit, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                   "command": command}
-        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        results: dict = {}
+
+        def save() -> None:   # after every evaluation: a stopped run still reports every finished row
+            results.update({"preset": preset["name"], "datasets": runner.datasets, "wall_seconds": runner.wall,
+                            "wall_minutes": (time.perf_counter() - t0) / 60, "torch": torch.__version__,
+                            "device": f"cpu: {platform.processor() or platform.machine()} "
+                                      f"({torch.get_num_threads()} threads)",
+                            "commit": commit, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                            "command": command})
+            results_path.write_text(json.dumps(results, indent=2) + "\n")
+
+        runner = Runner(preset, work, on_result=save)
+        for name, where in preset["datasets"].items():
+            runner.dataset(name, where or {})
+        save()
     text = render(results, preset, command)
     print(text)
     if not args.no_docs:

@@ -98,7 +98,7 @@ def test_fixed_set_benchmark_smoke(tmp_path):
     for name, cells in row.items():
         for accs in cells["seeds"].values():
             assert len(accs["convnet3"]) == 2 and all(0 <= a <= 100 for a in accs["convnet3"]), name
-    assert "| gan+refine |" in stdout and "(2 GAN seeds)" in stdout and "(2 trials)" in stdout
+    assert "| gan+refine |" in stdout and "(2 GAN seeds; Δ random" in stdout and "(2 trials)" in stdout
     # a second run reuses every stage (nothing re-runs) and reports the same numbers
     again = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
     assert "fixed-set: " not in again and json.loads((tmp_path / "work" / "results.json").read_text())["datasets"] \
