@@ -23,7 +23,7 @@ from skdd.data.dataset import ImageDataset
 from skdd.device import prepare_module, resolve_device, seed_everything
 from skdd.gan import GanSpec
 from skdd.stages.distill import DistillParams, Distiller
-from skdd.stages.pretrain import gan_step
+from skdd.adversarial import gan_step
 
 from _common import distill_images_per_step, peak_memory_mb, timed
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from skdd import checkpoint as ckpt_mod
+from skdd.adversarial import critic_augmentation, gan_step
 from skdd import lineage, storage
 from skdd.augment import DiffAug
 from skdd.config import as_dict, param, params_hash
@@ -30,7 +31,6 @@ from skdd.pool import ModelPool
 from skdd.stages.common import load_dataset, open_input
 from skdd.stages.curves import write_curves
 from skdd.stages.loop import run_steps
-from skdd.stages.pretrain import gan_step
 
 PAPER_POOL = ["convnet3", "resnet10", "resnet18"]
 
@@ -67,6 +67,7 @@ class DistillParams:
     pool_augment: str = param("color_crop")
     match_shared: bool = param(True, help="one augmentation for the whole real+synthetic batch (DiM) vs per pair")
     amp: bool = param(True, help="bf16 autocast on CUDA (ignored on CPU)")
+    d_augment: str | None = param(None, help="DiffAugment policy on everything D sees (null: off, DiM's recipe)")
     ema_decay: float | None = param(None, ge=0, le=1, help="keep an exponential moving average of G's weights with "
                                                            "this decay (from the input's average when it has one, "
                                                            "else from G), saved and sampled from (null: off)")
@@ -76,6 +77,7 @@ class DistillParams:
     log_every: int = param(50, ge=1)
 
     def check(self, section: str) -> None:
+        critic_augmentation(self.d_augment, section)
         known = list_models("classifier")
         if not self.pool:
             raise SkddError(f"{section}.pool: must name at least one model (known: {', '.join(known)})")
@@ -105,6 +107,7 @@ class Distiller:
                               weight_decay=params.pool_weight_decay, device=device, amp=params.amp)
         self.match_aug = DiffAug(params.match_augment, scheme="dim")
         self.pool_aug = DiffAug(params.pool_augment, scheme="dim")
+        self.d_aug = critic_augmentation(params.d_augment)
         self.batcher = EpochBatcher(len(train), params.batch_size, device)
         self.pool_batcher = EpochBatcher(len(train), params.pool_batch_size or params.batch_size, device)
         self.pixels = Pixels(spec.mean, spec.std, device)
@@ -138,7 +141,7 @@ class Distiller:
         self.calls += 1
         measure = p.grad_norm_every > 0 and self.calls % p.grad_norm_every == 0
         losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, p.gp_weight, self.device, p.amp,
-                          extra, grad_norms=measure)
+                          extra, grad_norms=measure, d_aug=self.d_aug)
         if self.ema is not None:
             self.ema.update(self.g)
         if pool_loss is not None:

@@ -15,10 +15,10 @@ from skdd import lineage, storage
 from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import EpochBatcher, Pixels
 from skdd.errors import SkddError
-from skdd.device import DEVICES, autocast, prepare_module, resolve_device, seed_everything
+from skdd.device import DEVICES, prepare_module, resolve_device, seed_everything
 from skdd.ema import GeneratorEMA
-from skdd.gan import GanSpec, noise, save_gan
-from skdd.losses import discriminator_loss, generator_adv_loss
+from skdd.gan import GanSpec, save_gan
+from skdd.adversarial import critic_augmentation, gan_step
 from skdd.stages.common import load_dataset
 from skdd.stages.curves import write_curves
 from skdd.stages.loop import run_steps
@@ -41,49 +41,13 @@ class PretrainParams:
     amp: bool = param(True, help="bf16 autocast on CUDA (ignored on CPU)")
     ema_decay: float | None = param(None, ge=0, le=1, help="keep an exponential moving average of G's weights "
                                                            "with this decay, saved and sampled from (null: off)")
+    d_augment: str | None = param(None, help="DiffAugment policy on everything D sees, e.g. color_crop_cutout "
+                                             "(per-sample, differentiable; null: off, DiM's recipe)")
     checkpoint_every: int = param(500, ge=1)
     log_every: int = param(50, ge=1)
 
-
-def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, amp: bool, extra_g_loss=None,
-             grad_norms: bool = False):
-    """One generator step then one critic step; `extra_g_loss(fake, y)` adds distillation's matching term.
-
-    `grad_norms` also logs the norms of the two terms' gradients at G's output (the images), which is where
-    they compete: `grad_adv`, `grad_match` and their ratio. It reads gradients without touching any .grad,
-    so training is unchanged; it costs one more backward through D and the pool model.
-    """
-    b = x.shape[0]
-    d.requires_grad_(False)
-    with autocast(device, amp):
-        fake = g(noise(b, spec.z_dim, device), y)
-        src, cls = d(fake)
-        loss_adv = generator_adv_loss(src, cls, y)
-    loss_extra = extra_g_loss(fake, y) if extra_g_loss is not None else None
-    loss_g = loss_adv if loss_extra is None else loss_adv + loss_extra
-    norms = {}
-    if grad_norms and loss_extra is not None:
-        grad_adv = torch.autograd.grad(loss_adv, fake, retain_graph=True)[0].float().norm()
-        grad_match = torch.autograd.grad(loss_extra, fake, retain_graph=True)[0].float().norm()
-        norms = {"grad_adv": float(grad_adv), "grad_match": float(grad_match),
-                 "grad_ratio": float(grad_match / grad_adv.clamp_min(1e-30))}
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    opt_g.step()
-    d.requires_grad_(True)
-
-    y_fake = torch.randint(spec.num_classes, (b,), device=device)
-    with torch.no_grad(), autocast(device, amp):
-        fake_d = g(noise(b, spec.z_dim, device), y_fake)
-    with autocast(device, amp):
-        loss_d = discriminator_loss(d, x, y, fake_d, y_fake, gp_weight)
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
-    out = {"loss_g": float(loss_adv.detach()), "loss_d": float(loss_d.detach())}
-    if loss_extra is not None:
-        out["loss_match"] = float(loss_extra.detach())
-    return {**out, **norms}
+    def check(self, section: str) -> None:
+        critic_augmentation(self.d_augment, section)
 
 
 class Pretrainer:
@@ -99,12 +63,13 @@ class Pretrainer:
         self.ema = GeneratorEMA(self.g, params.ema_decay) if params.ema_decay is not None else None
         self.batcher = EpochBatcher(len(train), params.batch_size, device)
         self.pixels = Pixels(spec.mean, spec.std, device)
+        self.d_aug = critic_augmentation(params.d_augment)
 
     def step(self) -> dict:
         idx = self.batcher.next()
         x, y = self.pixels.gan(self.train.images[idx]), self.train.labels[idx]
         losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, self.params.gp_weight,
-                          self.device, self.params.amp)
+                          self.device, self.params.amp, d_aug=self.d_aug)
         if self.ema is not None:
             self.ema.update(self.g)
         return losses
