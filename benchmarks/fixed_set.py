@@ -11,7 +11,12 @@ preset's section, then what the row needs):
 * per GAN seed (`pretrain seed`): the generator's own sample (`sample selection=none`), `+confidence`,
   `+coverage`, `+confidence+coverage` (over `candidates_per_class` candidates), and `+refine` (latent DM through
   the frozen generator, from the confidence+coverage set); with `with_distill: true` also the SKD-distilled generator
-  with the same selection and refine (`skd+refine`) and the GAN-only control at equal steps (`gan-only+refine`).
+  with the same selection and refine (`skd+refine`) and the GAN-only control at equal steps (`gan-only+refine`);
+* `cross_arch: [convnet3, resnet18, alexnet, vgg11]`: random, dm-pixel and the first seed's `gan+refine` set
+  evaluated on every listed architecture (generalisation is where a generator prior claims to help).
+
+Order: real rows, then the plain GAN's rows for every seed, then cross-architecture, then the distilled rows,
+so a run stopped early has the most important rows.
 
 A stage whose output already has a manifest is reused (re-running resumes; stages resume from their checkpoints).
 A generator row is reported as the mean ± std over GAN seeds of its per-seed mean accuracy (trials inside a seed
@@ -78,6 +83,21 @@ class Runner:
         cells.setdefault(str(ipc), {}).setdefault(row, {"seeds": {}})["seeds"][seed] = accs
         self.on_result()
 
+    def generator_rows(self, cells: dict, data: Path, teacher: Path, k: Path, ipc: int, seed: int, gname: str,
+                       gpath: Path, selections: tuple[str, ...]) -> None:
+        """A generator's sets at this IPC: one sample per selection (evaluated for the plain GAN only), then refine
+        from its confidence+coverage set."""
+        for sel in selections:
+            tag = gname if sel == "none" else f"{gname}+{sel}"
+            out = self.stage("sample", k / f"seed{seed}" / f"sample-{tag}", {"gan": gpath, "teacher": teacher},
+                             [f"ipc={ipc}", f"selection={sel}"] + (["candidates_per_class=null"] if sel == "none" else []))
+            if gname == "gan":
+                self.record(cells, ipc, tag, str(seed), self.evaluate(data, out, tag, ipc))
+        ref = self.stage("refine", k / f"seed{seed}" / f"refine-{gname}",
+                         {"dataset": data, "synthetic": k / f"seed{seed}" / f"sample-{gname}+confidence+coverage",
+                          "gan": gpath}, ["space=latent"])
+        self.record(cells, ipc, f"{gname}+refine", str(seed), self.evaluate(data, ref, f"{gname}+refine", ipc))
+
     def dataset(self, name: str, where: dict) -> dict:
         from skdd.data.offline import COPIES
 
@@ -100,29 +120,28 @@ class Runner:
             dm = self.stage("refine", k / "dm-pixel", {"dataset": data, "synthetic": k / "select-random"},
                             ["space=pixel"] + _ov(p.get("refine_pixel")))
             self.record(cells, ipc, "dm-pixel", "-", self.evaluate(data, dm, "dm-pixel", ipc))
-            for seed in p["gan_seeds"]:
-                g = d / f"seed{seed}"
-                gan = self.stage("pretrain", g / "gan", {"dataset": data}, [f"seed={seed}"])
-                gens = {"gan": gan}
-                if p.get("with_distill"):
-                    for loss in ("none", "skd"):
-                        gens[{"none": "gan-only", "skd": "skd"}[loss]] = self.stage(
-                            "distill", g / f"distill-{loss}", {"dataset": data, "gan": gan}, [f"loss={loss}", f"seed={seed}"])
-                for gname, gpath in gens.items():
-                    sels = SELECTIONS if gname == "gan" else ("confidence+coverage",)
-                    for sel in sels:
-                        tag = gname if sel == "none" else f"{gname}+{sel}"
-                        out = self.stage("sample", k / f"seed{seed}" / f"sample-{tag}",
-                                         {"gan": gpath, "teacher": teacher},
-                                         [f"ipc={ipc}", f"selection={sel}"] + ([] if sel != "none" else
-                                                                                 ["candidates_per_class=null"]))
-                        if gname == "gan":
-                            self.record(cells, ipc, tag, str(seed), self.evaluate(data, out, tag, ipc))
-                    src = k / f"seed{seed}" / f"sample-{gname}+confidence+coverage"
-                    ref = self.stage("refine", k / f"seed{seed}" / f"refine-{gname}",
-                                     {"dataset": data, "synthetic": src, "gan": gpath}, ["space=latent"])
-                    rname = f"{gname}+refine"
-                    self.record(cells, ipc, rname, str(seed), self.evaluate(data, ref, rname, ipc))
+            for seed in p["gan_seeds"]:          # the generator's own rows first, for every seed
+                gan = self.stage("pretrain", d / f"seed{seed}" / "gan", {"dataset": data}, [f"seed={seed}"])
+                self.generator_rows(cells, data, teacher, k, ipc, seed, "gan", gan, SELECTIONS)
+            if p.get("cross_arch"):                # generalisation: first seed's best set against the real rows
+                seed = p["gan_seeds"][0]
+                for rname, src in (("random", k / "select-random"), ("dm-pixel", dm),
+                                   ("gan+refine", k / f"seed{seed}" / "refine-gan")):
+                    out = src.parent / f"eval-x-{src.name}"
+                    self.stage("evaluate", out, {"dataset": data, "synthetic": src},
+                               [f"label={rname}", f"ipc={ipc}", "protocol=strict",
+                                f"architectures={json.dumps(p['cross_arch'])}"])
+                    metrics = json.loads((out / "metrics.json").read_text())
+                    cells.setdefault("cross_arch", {}).setdefault(str(ipc), {})[rname] = {
+                        a: r["accuracies"] for a, r in metrics["architectures"].items()}
+                    self.on_result()
+            if p.get("with_distill"):              # then the distilled generator and its control, per seed
+                for seed in p["gan_seeds"]:
+                    gan = d / f"seed{seed}" / "gan"
+                    for loss, gname in (("none", "gan-only"), ("skd", "skd")):
+                        gpath = self.stage("distill", d / f"seed{seed}" / f"distill-{loss}", {"dataset": data, "gan": gan},
+                                           [f"loss={loss}", f"seed={seed}"])
+                        self.generator_rows(cells, data, teacher, k, ipc, seed, gname, gpath, ("confidence+coverage",))
         return cells
 
 
@@ -151,7 +170,7 @@ def render(results: dict, preset: dict, command: str) -> str:
                      "mean ± std over GAN seeds of each seed's mean over trials, per-seed means in brackets; "
                      "Δ random: the row's mean minus the random-real subset's:")
         lines.append("")
-        ipcs = [k for k in cells if k != "data_note"]
+        ipcs = [k for k in cells if k not in ("data_note", "cross_arch")]
         if not ipcs:
             continue
         lines.append("| row | " + " | ".join(f"IPC {i}" for i in ipcs) + " |")
@@ -172,6 +191,17 @@ def render(results: dict, preset: dict, command: str) -> str:
                 vals.append(f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']} {s['over']}{delta}){seeds}")
             lines.append(f"| {rname} | " + " | ".join(vals) + " |")
         lines.append("")
+        for ipc, rows in (cells.get("cross_arch") or {}).items():
+            archs = list(next(iter(rows.values())))
+            lines.append(f"Cross-architecture, IPC {ipc} (generator rows: the first GAN seed only), mean ± std over "
+                         "trials:")
+            lines.append("")
+            lines.append("| row | " + " | ".join(archs) + " |")
+            lines.append("|---|" + "---:|" * len(archs))
+            for rname, accs in rows.items():
+                lines.append(f"| {rname} | " + " | ".join(
+                    f"{statistics.fmean(accs[a]):.1f} ± {statistics.pstdev(accs[a]):.1f}" for a in archs) + " |")
+            lines.append("")
     lines.append(f"<!-- fixed-set:{name} end -->")
     return "\n".join(lines) + "\n"
 

@@ -99,6 +99,10 @@ def test_fixed_set_benchmark_smoke(tmp_path):
         for accs in cells["seeds"].values():
             assert len(accs["convnet3"]) == 2 and all(0 <= a <= 100 for a in accs["convnet3"]), name
     assert "| gan+refine |" in stdout and "(2 GAN seeds; Δ random" in stdout and "(2 trials)" in stdout
+    cross = results["datasets"]["tiny"]["cross_arch"]["2"]
+    assert set(cross) == {"random", "dm-pixel", "gan+refine"}
+    assert all(set(accs) == {"convnet3", "alexnet"} and len(accs["alexnet"]) == 2 for accs in cross.values())
+    assert "Cross-architecture, IPC 2" in stdout
     # a second run reuses every stage (nothing re-runs) and reports the same numbers
     again = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
     assert "fixed-set: " not in again and json.loads((tmp_path / "work" / "results.json").read_text())["datasets"] \
