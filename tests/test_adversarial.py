@@ -76,3 +76,43 @@ def test_pretrain_with_d_augment_is_deterministic_and_differs_from_without(tmp_p
     weights = {k: load_file(str(v / "discriminator.safetensors")) for k, v in outs.items()}
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
     assert any(not torch.equal(weights["a"][k], weights["off"][k]) for k in weights["a"])
+
+
+def test_balanced_lambda_hits_its_target_ratio_on_a_toy_model():
+    from skdd.adversarial import gan_step
+    from skdd.gan import GanSpec
+
+    torch.manual_seed(0)
+    spec = GanSpec(in_channels=1, image_size=28, num_classes=10, g_width=4, d_width=4, z_dim=16,
+                   conditioning="overwrite", classes=[str(i) for i in range(10)], dataset="t", mean=[0.5], std=[0.5])
+    g, d = spec.build()
+    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    x, y = torch.rand(4, 1, 28, 28) * 2 - 1, torch.arange(4)
+    toy_match = lambda fake, labels: 1e-3 * fake.pow(2).mean()      # noqa: E731  a tiny term, as SKD's is
+    for ratio in (0.1, 1.0):
+        out = gan_step(g, d, opt_g, opt_d, x, y, spec, 10.0, torch.device("cpu"), False, toy_match,
+                       grad_norms=True, target_ratio=ratio)
+        assert out["grad_ratio"] == pytest.approx(ratio, rel=1e-4)
+        assert out["lambda"] > 1.0                                     # it had to scale the tiny term up
+    fixed = gan_step(g, d, opt_g, opt_d, x, y, spec, 10.0, torch.device("cpu"), False, toy_match, grad_norms=True)
+    assert "lambda" not in fixed and fixed["grad_ratio"] < 0.1
+
+
+def test_distill_balanced_records_the_lambda_it_used(tmp_path):
+    import csv
+    import json
+
+    data = ingest_tiny(tmp_path)
+    gan = tmp_path / "gan"
+    run_stage("pretrain", output=str(gan), inputs={"dataset": str(data)}, overrides=TINY_PRETRAIN + ["steps=2"])
+    out = tmp_path / "dist"
+    from helpers import TINY_DISTILL
+
+    run_stage("distill", output=str(out), inputs={"dataset": str(data), "gan": str(gan)},
+              overrides=TINY_DISTILL + ["steps=4", "log_every=1", "lambda_mode=balanced", "target_ratio=0.3",
+                                        "grad_norm_every=1"])
+    rows = list(csv.DictReader(open(out / "curves.csv")))
+    assert len(rows) == 4 and all(float(r["grad_ratio"]) == pytest.approx(0.3, rel=1e-3) for r in rows)
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert metrics["lambda_mode"] == "balanced"
+    assert metrics["lambda"] == pytest.approx(sorted(float(r["lambda"]) for r in rows)[2], rel=1e-5)   # the median

@@ -41,13 +41,18 @@ class AugmentedCritic(nn.Module):
 
 
 def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, amp: bool, extra_g_loss=None,
-             grad_norms: bool = False, d_aug: DiffAug | None = None):
+             grad_norms: bool = False, d_aug: DiffAug | None = None, target_ratio: float | None = None):
     """One generator step then one critic step; `extra_g_loss(fake, y)` adds distillation's matching term.
 
     `grad_norms` also logs the norms of the two terms' gradients at G's output (the images), which is where
     they compete: `grad_adv`, `grad_match` and their ratio. It reads gradients without touching any .grad,
     so training is unchanged; it costs one more backward through D and the pool model. `d_aug`: DiffAugment
     on everything D sees (None: off, DiM's recipe).
+
+    `target_ratio` (balanced λ): the matching term is rescaled this step so that its gradient norm at G's output
+    is `target_ratio` times the adversarial one (the scale is logged as `lambda`, and treated as a constant). It
+    needs the same two gradient measurements as `grad_norms`, so it costs one more backward through D and the
+    pool model every step.
     """
     b = x.shape[0]
     critic = d if d_aug is None else AugmentedCritic(d, d_aug)
@@ -57,13 +62,18 @@ def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, 
         src, cls = critic(fake)
         loss_adv = generator_adv_loss(src, cls, y)
     loss_extra = extra_g_loss(fake, y) if extra_g_loss is not None else None
-    loss_g = loss_adv if loss_extra is None else loss_adv + loss_extra
     norms = {}
-    if grad_norms and loss_extra is not None:
+    if (grad_norms or target_ratio is not None) and loss_extra is not None:
         grad_adv = torch.autograd.grad(loss_adv, fake, retain_graph=True)[0].float().norm()
         grad_match = torch.autograd.grad(loss_extra, fake, retain_graph=True)[0].float().norm()
-        norms = {"grad_adv": float(grad_adv), "grad_match": float(grad_match),
-                 "grad_ratio": float(grad_match / grad_adv.clamp_min(1e-30))}
+        if target_ratio is not None:
+            scale = (target_ratio * grad_adv / grad_match.clamp_min(1e-30)).detach()
+            loss_extra, grad_match = loss_extra * scale, grad_match * scale
+            norms["lambda"] = float(scale)
+        if grad_norms:
+            norms.update({"grad_adv": float(grad_adv), "grad_match": float(grad_match),
+                          "grad_ratio": float(grad_match / grad_adv.clamp_min(1e-30))})
+    loss_g = loss_adv if loss_extra is None else loss_adv + loss_extra
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()

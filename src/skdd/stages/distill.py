@@ -53,7 +53,11 @@ class DistillParams:
     beta2: float = param(0.9, ge=0, le=1)
     gp_weight: float = param(10.0, ge=0)
     loss: str = param("skd", choices=MATCH_LOSSES)
-    lambda_skd: float | None = param(None, ge=0, help="null: the paper's value for the dataset")
+    lambda_skd: float | None = param(None, ge=0, help="null: the paper's value for the dataset (lambda_mode fixed)")
+    lambda_mode: str = param("fixed", choices=("fixed", "balanced"),
+                             help="balanced: λ set every step so the matching gradient at G's output is target_ratio "
+                                  "times the adversarial one (costs one more backward through D and the pool model)")
+    target_ratio: float = param(0.1, gt=0, help="balanced: |∇ λτ²L_match| / |∇ L_adv| at G's output")
     tau: float = param(2.0, gt=0)
     pool: list[str] = param(PAPER_POOL)
     pool_width: int | None = param(None, ge=1, help="null: each model's default width")
@@ -141,7 +145,8 @@ class Distiller:
         self.calls += 1
         measure = p.grad_norm_every > 0 and self.calls % p.grad_norm_every == 0
         losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, p.gp_weight, self.device, p.amp,
-                          extra, grad_norms=measure, d_aug=self.d_aug)
+                          extra, grad_norms=measure, d_aug=self.d_aug,
+                          target_ratio=p.target_ratio if p.lambda_mode == "balanced" else None)
         if self.ema is not None:
             self.ema.update(self.g)
         if pool_loss is not None:
@@ -194,7 +199,10 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
         raise SkddError(f"{gan_path}: GAN was trained for {spec.in_channels}x{spec.image_size}x{spec.image_size}, "
                         f"{spec.num_classes} classes; dataset {data.path} has {tuple(train.shape)}, "
                         f"{train.num_classes} classes")
-    lam = params.lambda_skd if params.lambda_skd is not None else default_lambda(params.loss, data.name)
+    if params.lambda_mode == "balanced":
+        lam = 1.0   # the per-step scale comes from the gradient ratio (logged as `lambda` in curves.csv)
+    else:
+        lam = params.lambda_skd if params.lambda_skd is not None else default_lambda(params.loss, data.name)
     ema_init = load_ema_state(gan_path) if params.ema_decay is not None else None
     distiller = Distiller(params, spec, g, d, opt_g, opt_d, train, device, lam, ema_init=ema_init)
     phash = params_hash(params)
@@ -213,7 +221,11 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
         ema_from = None if distiller.ema is None else "input-ema" if ema_init is not None else "generator"
         final = curves[-1] if curves else {}
         ratios = [c["grad_ratio"] for c in curves if "grad_ratio" in c]
-        metrics = {"steps": params.steps, "lambda": lam, "final_loss_g": final.get("loss_g"),
+        lambdas = sorted(c["lambda"] for c in curves if "lambda" in c)
+        if lambdas:   # balanced: the scale each logged step used; its median stands for λ
+            lam = lambdas[len(lambdas) // 2]
+        metrics = {"steps": params.steps, "lambda": lam, "lambda_mode": params.lambda_mode,
+                   "final_loss_g": final.get("loss_g"),
                    "final_loss_match": final.get("loss_match"),
                    "pool_draws": distiller.pool.draws if distiller.matching else {},
                    "grad_ratio_median": sorted(ratios)[len(ratios) // 2] if ratios else None,
