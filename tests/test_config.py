@@ -85,3 +85,16 @@ def test_every_profile_validates_for_every_stage(profile):
         params_cls, _, _ = stage_entry(stage)
         assert stage in sections, f"{profile.name} has no '{stage}' section"
         load_stage_params(params_cls, stage, profile)
+
+
+@pytest.mark.parametrize("raw", [".nan", ".inf", "-.inf", ".NaN"])
+def test_non_finite_floats_are_refused_naming_the_key(tmp_path, raw):
+    from skdd.errors import SkddError
+    from skdd.stages.pretrain import PretrainParams
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"pretrain:\n  lr: {raw}\n")
+    with pytest.raises(SkddError, match=r"pretrain\.lr: must be a finite number"):
+        load_stage_params(PretrainParams, "pretrain", path)
+    with pytest.raises(SkddError, match=r"pretrain\.gp_weight: must be a finite number"):
+        load_stage_params(PretrainParams, "pretrain", None, [f"gp_weight={raw}"])

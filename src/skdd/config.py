@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -63,6 +64,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return float(value)   # PyYAML reads `2e-4` (no dot) as a string; users mean the number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SkddError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):   # NaN passes every bounds check (all comparisons are False): refuse it here
+            raise SkddError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
