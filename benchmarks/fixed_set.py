@@ -15,8 +15,8 @@ preset's section, then what the row needs):
 * `cross_arch: [convnet3, resnet18, alexnet, vgg11]`: random, dm-pixel and the first seed's `gan+refine` set
   evaluated on every listed architecture (generalisation is where a generator prior claims to help).
 
-Order: real rows, then the plain GAN's rows for every seed, then cross-architecture, then the distilled rows,
-so a run stopped early has the most important rows.
+Order: real rows, then the refined set of every seed, then the selection ablation of every seed, then
+cross-architecture, then the distilled rows, so a run stopped early has the most important rows.
 
 A stage whose output already has a manifest is reused (re-running resumes; stages resume from their checkpoints).
 A generator row is reported as the mean ± std over GAN seeds of its per-seed mean accuracy (trials inside a seed
@@ -83,20 +83,18 @@ class Runner:
         cells.setdefault(str(ipc), {}).setdefault(row, {"seeds": {}})["seeds"][seed] = accs
         self.on_result()
 
-    def generator_rows(self, cells: dict, data: Path, teacher: Path, k: Path, ipc: int, seed: int, gname: str,
-                       gpath: Path, selections: tuple[str, ...]) -> None:
-        """A generator's sets at this IPC: one sample per selection (evaluated for the plain GAN only), then refine
-        from its confidence+coverage set."""
-        for sel in selections:
-            tag = gname if sel == "none" else f"{gname}+{sel}"
-            out = self.stage("sample", k / f"seed{seed}" / f"sample-{tag}", {"gan": gpath, "teacher": teacher},
-                             [f"ipc={ipc}", f"selection={sel}"] + (["candidates_per_class=null"] if sel == "none" else []))
-            if gname == "gan":
-                self.record(cells, ipc, tag, str(seed), self.evaluate(data, out, tag, ipc))
-        ref = self.stage("refine", k / f"seed{seed}" / f"refine-{gname}",
-                         {"dataset": data, "synthetic": k / f"seed{seed}" / f"sample-{gname}+confidence+coverage",
-                          "gan": gpath}, ["space=latent"])
+    def refined_row(self, cells: dict, data: Path, teacher: Path, k: Path, ipc: int, seed: int, gname: str,
+                    gpath: Path) -> None:
+        """The generator's fixed set as skdd makes it: confidence+coverage of the candidates, then latent refine."""
+        src = self.sample(k, seed, gname, gpath, teacher, ipc, "confidence+coverage")
+        ref = self.stage("refine", k / f"seed{seed}" / f"refine-{gname}", {"dataset": data, "synthetic": src,
+                                                                           "gan": gpath}, ["space=latent"])
         self.record(cells, ipc, f"{gname}+refine", str(seed), self.evaluate(data, ref, f"{gname}+refine", ipc))
+
+    def sample(self, k: Path, seed: int, gname: str, gpath: Path, teacher: Path, ipc: int, sel: str) -> Path:
+        tag = gname if sel == "none" else f"{gname}+{sel}"
+        return self.stage("sample", k / f"seed{seed}" / f"sample-{tag}", {"gan": gpath, "teacher": teacher},
+                          [f"ipc={ipc}", f"selection={sel}"] + (["candidates_per_class=null"] if sel == "none" else []))
 
     def dataset(self, name: str, where: dict) -> dict:
         from skdd.data.offline import COPIES
@@ -120,9 +118,17 @@ class Runner:
             dm = self.stage("refine", k / "dm-pixel", {"dataset": data, "synthetic": k / "select-random"},
                             ["space=pixel"] + _ov(p.get("refine_pixel")))
             self.record(cells, ipc, "dm-pixel", "-", self.evaluate(data, dm, "dm-pixel", ipc))
-            for seed in p["gan_seeds"]:          # the generator's own rows first, for every seed
-                gan = self.stage("pretrain", d / f"seed{seed}" / "gan", {"dataset": data}, [f"seed={seed}"])
-                self.generator_rows(cells, data, teacher, k, ipc, seed, "gan", gan, SELECTIONS)
+            gans = {seed: self.stage("pretrain", d / f"seed{seed}" / "gan", {"dataset": data}, [f"seed={seed}"])
+                    for seed in p["gan_seeds"][:1]}
+            for seed in p["gan_seeds"]:          # the headline row first, for every seed: the refined set
+                if seed not in gans:
+                    gans[seed] = self.stage("pretrain", d / f"seed{seed}" / "gan", {"dataset": data}, [f"seed={seed}"])
+                self.refined_row(cells, data, teacher, k, ipc, seed, "gan", gans[seed])
+            for seed in p["gan_seeds"]:          # then the ablation: each selection mode alone, no refine
+                for sel in SELECTIONS:
+                    tag = "gan" if sel == "none" else f"gan+{sel}"
+                    out = self.sample(k, seed, "gan", gans[seed], teacher, ipc, sel)
+                    self.record(cells, ipc, tag, str(seed), self.evaluate(data, out, tag, ipc))
             if p.get("cross_arch"):                # generalisation: first seed's best set against the real rows
                 seed = p["gan_seeds"][0]
                 for rname, src in (("random", k / "select-random"), ("dm-pixel", dm),
@@ -141,7 +147,7 @@ class Runner:
                     for loss, gname in (("none", "gan-only"), ("skd", "skd")):
                         gpath = self.stage("distill", d / f"seed{seed}" / f"distill-{loss}", {"dataset": data, "gan": gan},
                                            [f"loss={loss}", f"seed={seed}"])
-                        self.generator_rows(cells, data, teacher, k, ipc, seed, gname, gpath, ("confidence+coverage",))
+                        self.refined_row(cells, data, teacher, k, ipc, seed, gname, gpath)
         return cells
 
 
