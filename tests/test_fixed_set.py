@@ -165,11 +165,11 @@ def test_tampered_teacher_and_latents_are_refused(art, tmp_path, capsys):
 @pytest.mark.parametrize("stage", ["teacher", "refine"])
 def test_resume_after_sigkill_is_bit_identical(art, tmp_path, stage):
     if stage == "teacher":
-        inputs, overrides = {"dataset": art["data"]}, ["width=8", "epochs=6", "device=cpu"]
+        inputs, overrides = {"dataset": art["data"]}, ["width=8", "epochs=20", "device=cpu"]
         weights, min_step = "teacher.safetensors", 2
     else:
         inputs = {"dataset": art["data"], "synthetic": art["sample"], "gan": art["gan"]}
-        overrides, weights, min_step = REFINE[:-1] + ["steps=30", "checkpoint_every=3"], "latents.safetensors", 6
+        overrides, weights, min_step = REFINE[:-1] + ["steps=80", "checkpoint_every=3"], "latents.safetensors", 6
     ref = tmp_path / "ref"
     run_cli(skdd_cmd(stage, ref, inputs, overrides))
     out = tmp_path / "out"
