@@ -72,10 +72,13 @@ class Runner:
         self.wall[str(out.relative_to(self.work))] = round(time.perf_counter() - t0, 1)
         return out
 
-    def evaluate(self, data: Path, synthetic: Path, label: str, ipc: int) -> dict:
-        out = synthetic.parent / f"eval-{synthetic.name}"
+    def evaluate(self, data: Path, synthetic: Path, label: str, ipc: int, architectures: list[str] | None = None) -> dict:
+        """Per-architecture trial accuracies of the strict protocol on `synthetic` (the preset's architectures, or
+        `architectures` for the cross-architecture rows, kept in a folder of their own)."""
+        out = synthetic.parent / f"eval-{'x-' if architectures else ''}{synthetic.name}"
+        extra = [f"architectures={json.dumps(architectures)}"] if architectures else []
         self.stage("evaluate", out, {"dataset": data, "synthetic": synthetic},
-                   [f"label={label}", f"ipc={ipc}", "protocol=strict"])
+                   [f"label={label}", f"ipc={ipc}", "protocol=strict"] + extra)
         metrics = json.loads((out / "metrics.json").read_text())
         return {a: r["accuracies"] for a, r in metrics["architectures"].items()}
 
@@ -133,13 +136,8 @@ class Runner:
                 seed = p["gan_seeds"][0]
                 for rname, src in (("random", k / "select-random"), ("dm-pixel", dm),
                                    ("gan+refine", k / f"seed{seed}" / "refine-gan")):
-                    out = src.parent / f"eval-x-{src.name}"
-                    self.stage("evaluate", out, {"dataset": data, "synthetic": src},
-                               [f"label={rname}", f"ipc={ipc}", "protocol=strict",
-                                f"architectures={json.dumps(p['cross_arch'])}"])
-                    metrics = json.loads((out / "metrics.json").read_text())
-                    cells.setdefault("cross_arch", {}).setdefault(str(ipc), {})[rname] = {
-                        a: r["accuracies"] for a, r in metrics["architectures"].items()}
+                    cells.setdefault("cross_arch", {}).setdefault(str(ipc), {})[rname] = self.evaluate(
+                        data, src, rname, ipc, p["cross_arch"])
                     self.on_result()
             if p.get("with_distill"):              # then the distilled generator and its control, per seed
                 for seed in p["gan_seeds"]:

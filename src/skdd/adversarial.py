@@ -13,19 +13,13 @@ from torch import nn
 
 from skdd.augment import DiffAug
 from skdd.device import autocast
-from skdd.errors import SkddError
 from skdd.gan import GanSpec, noise
 from skdd.losses import discriminator_loss, generator_adv_loss
 
 
 def critic_augmentation(strategy: str | None, section: str = "d_augment") -> DiffAug | None:
     """The DiffAugment policy for a `d_augment` param (None when off); a bad strategy is one line naming it."""
-    if strategy is None:
-        return None
-    try:
-        return DiffAug(strategy, "dim")
-    except SkddError as exc:
-        raise SkddError(f"{section}.d_augment: {exc}") from None
+    return None if strategy is None else DiffAug.for_param(f"{section}.d_augment", strategy, "dim")
 
 
 class AugmentedCritic(nn.Module):

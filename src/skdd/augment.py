@@ -102,6 +102,14 @@ class DiffAug:
     def __repr__(self) -> str:
         return f"DiffAug({self.strategy!r}, scheme={self.scheme!r})"
 
+    @classmethod
+    def for_param(cls, key: str, strategy: str, scheme: str = "dsa") -> DiffAug:
+        """The augmentation a params field names; a bad strategy is one line naming the key."""
+        try:
+            return cls(strategy, scheme)
+        except SkddError as exc:
+            raise SkddError(f"{key}: {exc}") from None
+
     # ---------------------------------------------------------------- sampling
     def sample(self, n: int, device=None) -> AugParams:
         """Draw the op choice and all parameters for n samples from the global torch RNG."""

@@ -32,7 +32,6 @@ import yaml
 import skdd
 from skdd import lineage
 from skdd.errors import SkddError, one_line
-
 from skdd.stages.registry import STAGES
 
 GPU_CAPABLE = tuple(name for name, spec in STAGES.items() if spec.gpu)

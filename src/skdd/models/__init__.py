@@ -5,6 +5,6 @@ name no matter which submodule a caller happened to import first.
 """
 
 from skdd.models import alexnet, convnet, gan, resnet, vgg  # noqa: F401  (imported for registration)
-from skdd.models.registry import create_model, list_models, model_kind, register_model
+from skdd.models.registry import check_classifier_param, create_model, list_models, model_kind, register_model
 
-__all__ = ["create_model", "list_models", "model_kind", "register_model"]
+__all__ = ["check_classifier_param", "create_model", "list_models", "model_kind", "register_model"]

@@ -52,6 +52,13 @@ def list_models(kind: str | None = None) -> list[str]:
     return sorted(n for n, k in _kinds.items() if kind is None or k == kind)
 
 
+def check_classifier_param(key: str, name: str) -> None:
+    """A params field naming a classifier: one line naming the key when it is not registered as one."""
+    known = list_models("classifier")
+    if name not in known:
+        raise SkddError(f"{key}: unknown architecture {name!r} (known: {', '.join(known)})")
+
+
 def model_kind(name: str) -> str:
     """The kind a name was registered with; lets callers check a config before building anything."""
     _check_name(name)

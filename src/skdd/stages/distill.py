@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from skdd import checkpoint as ckpt_mod
-from skdd.adversarial import critic_augmentation, gan_step
 from skdd import lineage, storage
+from skdd.adversarial import critic_augmentation, gan_step
 from skdd.augment import DiffAug
 from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import EpochBatcher, Pixels
@@ -89,10 +89,7 @@ class DistillParams:
             if name not in known:
                 raise SkddError(f"{section}.pool: unknown model {name!r} (known: {', '.join(known)})")
         for key in ("match_augment", "pool_augment"):
-            try:
-                DiffAug(getattr(self, key), scheme="dim")
-            except SkddError as exc:
-                raise SkddError(f"{section}.{key}: {exc}") from None
+            DiffAug.for_param(f"{section}.{key}", getattr(self, key), "dim")
 
 
 class Distiller:

@@ -74,7 +74,7 @@ from skdd.evaluation.report import (
     plot_architectures,
 )
 from skdd.gan import load_sampling_generator, noise
-from skdd.models import list_models
+from skdd.models import check_classifier_param
 from skdd.stages.common import load_dataset, open_input
 
 PROTOCOLS = ("strict", "dim")
@@ -108,19 +108,13 @@ class EvaluateParams:
     def check(self, section: str) -> None:
         if not self.architectures:
             raise SkddError(f"{section}.architectures: give at least one architecture")
-        known = list_models("classifier")
         for i, name in enumerate(self.architectures):
-            if name not in known:
-                raise SkddError(f"{section}.architectures[{i}]: unknown architecture {name!r} "
-                                f"(known: {', '.join(known)})")
+            check_classifier_param(f"{section}.architectures[{i}]", name)
         dupes = sorted({a for a in self.architectures if self.architectures.count(a) > 1})
         if dupes:
             raise SkddError(f"{section}.architectures: {dupes[0]!r} listed twice")
         if self.augment is not None:
-            try:
-                DiffAug(self.augment, "dsa")
-            except SkddError as exc:
-                raise SkddError(f"{section}.augment: {exc}") from None
+            DiffAug.for_param(f"{section}.augment", self.augment)
         if self.protocol == "dim" and self.ipc is None:
             raise SkddError(f"{section}.ipc: protocol dim needs ipc (images per class seen per epoch)")
 

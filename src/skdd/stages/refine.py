@@ -32,8 +32,8 @@ from skdd.device import DEVICES, prepare_module, resolve_device, seed_everything
 from skdd.errors import SkddError
 from skdd.gan import load_sampling_generator
 from skdd.matching import dm_loss
-from skdd.models import create_model, list_models
-from skdd.stages.common import load_dataset
+from skdd.models import check_classifier_param, create_model
+from skdd.stages.common import load_dataset, open_input
 from skdd.stages.curves import write_curves
 from skdd.stages.loop import run_steps
 from skdd.stages.sample import LATENTS_FILE, save_grid, save_latents
@@ -56,14 +56,9 @@ class RefineParams:
     log_every: int = param(25, ge=1)
 
     def check(self, section: str) -> None:
-        known = list_models("classifier")
-        if self.embed_arch not in known:
-            raise SkddError(f"{section}.embed_arch: unknown architecture {self.embed_arch!r} (known: {', '.join(known)})")
+        check_classifier_param(f"{section}.embed_arch", self.embed_arch)
         if self.augment is not None:
-            try:
-                DiffAug(self.augment, "dsa")
-            except SkddError as exc:
-                raise SkddError(f"{section}.augment: {exc}") from None
+            DiffAug.for_param(f"{section}.augment", self.augment)
 
 
 class _Codes(nn.Module):
@@ -167,8 +162,6 @@ def run(params: RefineParams, inputs: dict[str, str], output: str) -> dict:
     if params.space == "latent":
         if not inputs.get("gan"):
             raise SkddError("refine.space: latent needs the generator that made the set (--gan)")
-        from skdd.stages.common import open_input
-
         gan_path, _ = open_input(inputs["gan"], "gan")
         spec, g, weights = load_sampling_generator(gan_path, device)
         g = prepare_module(g, device).eval().requires_grad_(False)

@@ -84,11 +84,6 @@ def generate_with_latents(g, spec, per_class: int, batch_size: int,
     return ds, torch.cat(latents)
 
 
-def generate(g, spec, ipc: int, batch_size: int, device: torch.device) -> ImageDataset:
-    """IPC images per class, class-major order (the images of `generate_with_latents`)."""
-    return generate_with_latents(g, spec, ipc, batch_size, device)[0]
-
-
 def save_grid(ds: ImageDataset, ipc: int, path) -> None:
     """One row per class, up to GRID_COLUMNS images each."""
     cols = min(ipc, GRID_COLUMNS)

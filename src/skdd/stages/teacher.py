@@ -29,7 +29,7 @@ from skdd.device import DEVICES, prepare_module, resolve_device, seed_everything
 from skdd.errors import SkddError
 from skdd.evaluation.selection import extract_features
 from skdd.evaluation.protocols import TrainConfig, checkpoint_kwargs, snapshot_from_checkpoint, train_strict
-from skdd.models import create_model, list_models
+from skdd.models import check_classifier_param, create_model
 from skdd.stages.common import load_dataset, open_input
 
 MODEL_FILE = "model.json"
@@ -48,9 +48,7 @@ class TeacherParams:
     device: str = param("auto", choices=DEVICES)
 
     def check(self, section: str) -> None:
-        known = list_models("classifier")
-        if self.arch not in known:
-            raise SkddError(f"{section}.arch: unknown architecture {self.arch!r} (known: {', '.join(known)})")
+        check_classifier_param(f"{section}.arch", self.arch)
 
 
 @dataclass
