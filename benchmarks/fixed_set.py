@@ -15,8 +15,9 @@ preset's section, then what the row needs):
 * `cross_arch: [convnet3, resnet18, alexnet, vgg11]`: random, dm-pixel and the first seed's `gan+refine` set
   evaluated on every listed architecture (generalisation is where a generator prior claims to help).
 
-Order: real rows, then the refined set of every seed, then the selection ablation of every seed, then
-cross-architecture, then the distilled rows, so a run stopped early has the most important rows.
+Order: phases by importance, each over every IPC and dataset: real rows and the refined set of every seed, then
+the selection ablation, then cross-architecture, then the distilled rows, so a run stopped early has the rows that
+matter most on every dataset.
 
 A stage whose output already has a manifest is reused (re-running resumes; stages resume from their checkpoints).
 A generator row is reported as the mean ± std over GAN seeds of its per-seed mean accuracy (trials inside a seed
@@ -100,6 +101,7 @@ class Runner:
                           [f"ipc={ipc}", f"selection={sel}"] + (["candidates_per_class=null"] if sel == "none" else []))
 
     def dataset(self, name: str, where: dict) -> dict:
+        """Ingest and teacher of one dataset (reused when they exist); returns what the phases need."""
         from skdd.data.offline import COPIES
 
         if where.get("source", "offline") == "offline":
@@ -110,43 +112,64 @@ class Runner:
         d = self.work / name
         data = self.stage("ingest", d / "dataset", {}, [f"name={name}", f"source={kind}", f"location={location}"])
         teacher = self.stage("teacher", d / "teacher", {"dataset": data}, [])
-        cells: dict = self.datasets.setdefault(name, {"data_note": note})
-        p = self.preset
-        for ipc in p["ipc"]:
-            k = d / f"ipc{ipc}"
-            for method in ("random", "kcenter", "herding"):
-                out = self.stage("select", k / f"select-{method}", {"dataset": data, "teacher": teacher},
-                                 [f"method={method}", f"ipc={ipc}"])
-                self.record(cells, ipc, method, "-", self.evaluate(data, out, method, ipc))
-            dm = self.stage("refine", k / "dm-pixel", {"dataset": data, "synthetic": k / "select-random"},
-                            ["space=pixel"] + _ov(p.get("refine_pixel")))
-            self.record(cells, ipc, "dm-pixel", "-", self.evaluate(data, dm, "dm-pixel", ipc))
-            gans = {seed: self.stage("pretrain", d / f"seed{seed}" / "gan", {"dataset": data}, [f"seed={seed}"])
-                    for seed in p["gan_seeds"][:1]}
-            for seed in p["gan_seeds"]:          # the headline row first, for every seed: the refined set
-                if seed not in gans:
-                    gans[seed] = self.stage("pretrain", d / f"seed{seed}" / "gan", {"dataset": data}, [f"seed={seed}"])
-                self.refined_row(cells, data, teacher, k, ipc, seed, "gan", gans[seed])
-            for seed in p["gan_seeds"]:          # then the ablation: each selection mode alone, no refine
-                for sel in SELECTIONS:
-                    tag = "gan" if sel == "none" else f"gan+{sel}"
-                    out = self.sample(k, seed, "gan", gans[seed], teacher, ipc, sel)
-                    self.record(cells, ipc, tag, str(seed), self.evaluate(data, out, tag, ipc))
-            if p.get("cross_arch"):                # generalisation: first seed's best set against the real rows
-                seed = p["gan_seeds"][0]
-                for rname, src in (("random", k / "select-random"), ("dm-pixel", dm),
-                                   ("gan+refine", k / f"seed{seed}" / "refine-gan")):
-                    cells.setdefault("cross_arch", {}).setdefault(str(ipc), {})[rname] = self.evaluate(
-                        data, src, rname, ipc, p["cross_arch"])
-                    self.on_result()
-            if p.get("with_distill"):              # then the distilled generator and its control, per seed
-                for seed in p["gan_seeds"]:
-                    gan = d / f"seed{seed}" / "gan"
-                    for loss, gname in (("none", "gan-only"), ("skd", "skd")):
-                        gpath = self.stage("distill", d / f"seed{seed}" / f"distill-{loss}", {"dataset": data, "gan": gan},
-                                           [f"loss={loss}", f"seed={seed}"])
-                        self.refined_row(cells, data, teacher, k, ipc, seed, gname, gpath)
-        return cells
+        self.datasets.setdefault(name, {"data_note": note})
+        return {"d": d, "data": data, "teacher": teacher, "cells": self.datasets[name]}
+
+    def gan(self, ds: dict, seed: int) -> Path:
+        return self.stage("pretrain", ds["d"] / f"seed{seed}" / "gan", {"dataset": ds["data"]}, [f"seed={seed}"])
+
+    def headline(self, ds: dict, ipc: int) -> None:
+        """Real rows, pixel DM, and the refined set of every GAN seed."""
+        data, teacher, cells, k = ds["data"], ds["teacher"], ds["cells"], ds["d"] / f"ipc{ipc}"
+        for method in ("random", "kcenter", "herding"):
+            out = self.stage("select", k / f"select-{method}", {"dataset": data, "teacher": teacher},
+                             [f"method={method}", f"ipc={ipc}"])
+            self.record(cells, ipc, method, "-", self.evaluate(data, out, method, ipc))
+        dm = self.stage("refine", k / "dm-pixel", {"dataset": data, "synthetic": k / "select-random"},
+                        ["space=pixel"] + _ov(self.preset.get("refine_pixel")))
+        self.record(cells, ipc, "dm-pixel", "-", self.evaluate(data, dm, "dm-pixel", ipc))
+        for seed in self.preset["gan_seeds"]:
+            self.refined_row(cells, data, teacher, k, ipc, seed, "gan", self.gan(ds, seed))
+
+    def ablation(self, ds: dict, ipc: int) -> None:
+        """Each selection mode alone, no refine, for every GAN seed."""
+        k = ds["d"] / f"ipc{ipc}"
+        for seed in self.preset["gan_seeds"]:
+            for sel in SELECTIONS:
+                tag = "gan" if sel == "none" else f"gan+{sel}"
+                out = self.sample(k, seed, "gan", self.gan(ds, seed), ds["teacher"], ipc, sel)
+                self.record(ds["cells"], ipc, tag, str(seed), self.evaluate(ds["data"], out, tag, ipc))
+
+    def cross_arch(self, ds: dict, ipc: int) -> None:
+        """Generalisation: the first seed's refined set against the real random subset and pixel DM."""
+        if not self.preset.get("cross_arch"):
+            return
+        k, seed = ds["d"] / f"ipc{ipc}", self.preset["gan_seeds"][0]
+        for rname, src in (("random", k / "select-random"), ("dm-pixel", k / "dm-pixel"),
+                           ("gan+refine", k / f"seed{seed}" / "refine-gan")):
+            ds["cells"].setdefault("cross_arch", {}).setdefault(str(ipc), {})[rname] = self.evaluate(
+                ds["data"], src, rname, ipc, self.preset["cross_arch"])
+            self.on_result()
+
+    def distilled(self, ds: dict, ipc: int) -> None:
+        """The SKD-distilled generator and its GAN-only control at equal steps, per seed, selected and refined."""
+        if not self.preset.get("with_distill"):
+            return
+        k = ds["d"] / f"ipc{ipc}"
+        for seed in self.preset["gan_seeds"]:
+            for loss, gname in (("none", "gan-only"), ("skd", "skd")):
+                gpath = self.stage("distill", ds["d"] / f"seed{seed}" / f"distill-{loss}",
+                                   {"dataset": ds["data"], "gan": self.gan(ds, seed)}, [f"loss={loss}", f"seed={seed}"])
+                self.refined_row(ds["cells"], ds["data"], ds["teacher"], k, ipc, seed, gname, gpath)
+
+    def run(self) -> None:
+        """Phases in order of importance, each over every IPC and dataset, so a run stopped early has the rows
+        that matter most on every dataset rather than every row of the first one."""
+        sets = [self.dataset(name, where or {}) for name, where in self.preset["datasets"].items()]
+        for phase in (self.headline, self.ablation, self.cross_arch, self.distilled):
+            for ipc in self.preset["ipc"]:
+                for ds in sets:
+                    phase(ds, ipc)
 
 
 def summarise(row: dict, arch: str = "convnet3") -> dict:
@@ -252,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             results_path.write_text(json.dumps(results, indent=2) + "\n")
 
         runner = Runner(preset, work, on_result=save)
-        for name, where in preset["datasets"].items():
-            runner.dataset(name, where or {})
+        runner.run()
         save()
     text = render(results, preset, command)
     print(text)
