@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from skdd.augment import DiffAug
 from skdd.checkpoint import rng_state, set_rng_state
+from skdd.guard import check_losses, check_weights
 from skdd.data.batches import Pixels
 from skdd.data.dataset import ImageDataset
 from skdd.device import autocast, prepare_module
@@ -249,6 +250,13 @@ def _resume(state: dict, protocol: str, seed: int, cfg: TrainConfig, model: nn.M
     return epoch, opt, tensors["train_loss"].to(device=device, dtype=torch.float32)
 
 
+def _check_finite(desc: str | None, cfg: TrainConfig, epoch: int, loss: Tensor, model: nn.Module) -> None:
+    """A diverged evaluation model would report chance accuracy as a result: refuse it (`skdd.guard`)."""
+    run = desc or f"evaluation[{cfg.arch}]"
+    check_losses(run, epoch, {"train_loss": float(loss)})
+    check_weights(run, epoch, {cfg.arch: model})
+
+
 def _progress(desc: str | None, total: int, start: int, images_per_epoch: int) -> Progress | None:
     if desc is None:
         return None
@@ -307,13 +315,15 @@ def train_strict(cfg: TrainConfig, train_set: ImageDataset, test_set: ImageDatas
             x = aug(pixels.classifier(train.images[idx]), shared=False)
             loss_sum += _step(model, opt, x, train.labels[idx], device, cfg.amp) * idx.numel()
         last_loss = loss_sum / n
-        if on_epoch is not None:
+        if on_epoch is not None:   # a snapshot is a host copy anyway: check before it can be saved
+            _check_finite(desc, cfg, epoch + 1, last_loss, model)
             snap = _snapshot(epoch + 1, model, opt, last_loss, {**meta, "lr_history": list(lr_history)})
             on_epoch(epoch + 1, snap)
             set_rng_state(snap["tensors"])
         if progress is not None and ((epoch + 1) % _PROGRESS_EVERY == 0 or epoch + 1 == cfg.epochs):
             progress.update(epoch + 1, loss=float(last_loss))
 
+    _check_finite(desc, cfg, cfg.epochs, last_loss, model)
     accuracy = evaluate_accuracy(model, test, pixels, device, amp=cfg.amp)
     return {"protocol": "strict", "accuracy": accuracy, "epochs": cfg.epochs, "seed": seed,
             "lr_history": lr_history,
@@ -374,6 +384,8 @@ def train_dim(cfg: TrainConfig, sampler: Callable[[int], tuple[Tensor, Tensor]],
             loss_sum += _step(model, opt, x, y.to(device=device, dtype=torch.long), device, cfg.amp)
         last_loss = loss_sum / iterations
         done = epoch + 1
+        if on_epoch is not None or done in check_at:
+            _check_finite(desc, cfg, done, last_loss, model)
         if done in check_at:
             results.append((done, evaluate_accuracy(model, test, pixels, device, amp=cfg.amp)))
         if on_epoch is not None:

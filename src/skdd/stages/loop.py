@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from skdd import checkpoint as ckpt_mod
 from skdd import metrics
+from skdd.guard import Diverged, check_losses, check_weights
 from skdd.progress import Progress
 
 
@@ -22,7 +23,11 @@ class Trainable(Protocol):
 
 def run_steps(trainer: Trainable, *, name: str, ckpts: ckpt_mod.Checkpointer, steps: int, log_every: int,
               checkpoint_every: int, images_per_step: int) -> tuple[list[dict], float]:
-    """Run steps 1..`steps`, resuming from the newest checkpoint; returns the logged curves and wall time."""
+    """Run steps 1..`steps`, resuming from the newest checkpoint; returns the logged curves and wall time.
+
+    Every step's losses and, before each checkpoint and at the end, every weight must be finite (`skdd.guard`):
+    a diverged run raises with the step and term, keeps only checkpoints of finite weights, and publishes nothing.
+    """
     start, curves = 0, []
     resumed = ckpts.latest()
     if resumed is not None:
@@ -36,13 +41,23 @@ def run_steps(trainer: Trainable, *, name: str, ckpts: ckpt_mod.Checkpointer, st
     progress = Progress(steps, name, start=start, every=log_every, images_per_step=images_per_step)
     metrics.set_planned(steps)
     metrics.report_step(start, {})
-    for step in range(start + 1, steps + 1):
-        losses = trainer.step()
-        if step % log_every == 0 or step == steps or "grad_ratio" in losses:   # a measured step is always kept
-            curves.append({"step": step, **losses})
-        progress.update(step, **{k: v for k, v in losses.items() if isinstance(v, float)})
-        metrics.report_step(step, losses, progress.rate(step))   # in memory only: pushing is another thread's
-        if step % checkpoint_every == 0 and step < steps:
-            ckpts.save(step, trainer.modules(), trainer.optimizers(), tensors=trainer.state_tensors(),
-                       meta={"curves": curves, **trainer.meta()})
+    last_good = start
+    try:
+        for step in range(start + 1, steps + 1):
+            losses = trainer.step()
+            check_losses(name, step, losses)
+            if step % log_every == 0 or step == steps or "grad_ratio" in losses:   # a measured step is always kept
+                curves.append({"step": step, **losses})
+            progress.update(step, **{k: v for k, v in losses.items() if isinstance(v, float)})
+            metrics.report_step(step, losses, progress.rate(step))   # in memory only: pushing is another thread's
+            if step % checkpoint_every == 0 and step < steps:
+                check_weights(name, step, trainer.modules())
+                ckpts.save(step, trainer.modules(), trainer.optimizers(), tensors=trainer.state_tensors(),
+                           meta={"curves": curves, **trainer.meta()})
+                last_good = step
+        check_weights(name, steps, trainer.modules())
+    except Diverged as exc:
+        kept = f"the checkpoint of step {last_good} is kept" if last_good else "no checkpoint was made"
+        raise Diverged(f"{exc}; nothing published, {kept}; change the params (e.g. a lower lr) and re-run, "
+                       "which starts clean") from None
     return curves, time.perf_counter() - t0
