@@ -36,6 +36,7 @@ from typing import List
 
 import yaml
 
+from skdd.lineage import SIGNING_KEY_ENV
 from skdd.pipeline_cli import DEFAULT_GPU_STAGES, GPU_CAPABLE, preset_ipcs
 
 PIPELINE_NAME = "skdd"
@@ -83,6 +84,7 @@ class PipelineOptions:
     node_selector: tuple[tuple[str, str], ...] = (DEFAULT_NODE_SELECTOR,)
     tolerations: tuple[Toleration, ...] = DEFAULT_TOLERATIONS
     secret_name: str = DEFAULT_SECRET
+    signing_secret: str | None = None                # a Secret with SKDD_SIGNING_KEY: every manifest gets signed
     artifact_root: str = DEFAULT_ARTIFACT_ROOT
     ipc_list: tuple[int, ...] = field(default=())   # empty: the preset's sample.ipc
     retries: int = 2                                 # per task: a preempted pod's retry resumes from S3 checkpoints
@@ -128,6 +130,9 @@ def build_pipeline(options: PipelineOptions):
         kubernetes.use_secret_as_env(task, secret_name=options.secret_name,
                                      secret_key_to_env={key: key for key in SECRET_KEYS})
         kubernetes.use_field_path_as_env(task, env_name="SKDD_RUN_ID", field_path=RUN_ID_FIELD)
+        if options.signing_secret:
+            kubernetes.use_secret_as_env(task, secret_name=options.signing_secret,
+                                         secret_key_to_env={SIGNING_KEY_ENV: SIGNING_KEY_ENV})
         if stage in options.gpu_stages:
             task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(options.gpu_count)
             for label_key, label_value in options.node_selector:

@@ -26,7 +26,7 @@ def test_output_appears_complete_with_manifest(tmp_path):
     manifest = lineage.verify_artifact(out)
     assert {f["path"] for f in manifest["files"]} == {"a.bin", "sub/b.txt"}
     assert not storage.staging_dir(out).exists()
-    assert manifest["params"] == {"x": 1} and manifest["schema_version"] == 1
+    assert manifest["params"] == {"x": 1} and manifest["schema_version"] == 2
 
 
 def test_failed_stage_leaves_no_output(tmp_path):

@@ -169,8 +169,15 @@ def test_image_and_gpu_flags_change_the_compiled_spec(tmp_path, fake_credentials
         assert k8s[name]["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "gpu",
                                              "effect": "NoExecute"}]
     assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"].get("resources", {})
-    compile_to(out, "--gpu-node-selector", "none", "--gpu-toleration", "none", "--retries", "0")
+    for name in k8s:
+        assert len(k8s[name]["secretAsEnv"]) == 1, name            # no signing unless asked for
+    compile_to(out, "--gpu-node-selector", "none", "--gpu-toleration", "none", "--retries", "0",
+               "--signing-secret", "team-signing")
     spec, k8s = load_docs(out)
+    for name, platform in k8s.items():                            # every task signs; the key stays in the Secret
+        assert {"secretName": "team-signing", "keyToEnv": [{"secretKey": "SKDD_SIGNING_KEY",
+                                                            "envVar": "SKDD_SIGNING_KEY"}]} in [
+            {k: v for k, v in s.items() if k in ("secretName", "keyToEnv")} for s in platform["secretAsEnv"]], name
     assert "nodeSelector" not in k8s["exec-distill"] and "tolerations" not in k8s["exec-distill"]
     assert "retryPolicy" not in spec["root"]["dag"]["tasks"]["distill"]
 
@@ -318,6 +325,7 @@ def test_submit_dry_run_prints_the_plan_without_network(capsys):
     ("ipc_list=[]", "--param ipc_list: give at least one IPC"),
     ("ipc_list=10,10", "lists an IPC twice"),
     ("params_yaml=evaluate: {trials: 0}", "params_yaml: evaluate.trials: must be >= 1"),
+    ("params_yaml=distill: {tau: .nan}", "params_yaml: distill.tau: must be a finite number"),
 ])
 def test_submit_bad_param_is_one_line(capsys, param, message):
     assert submit("--host", "http://127.0.0.1:9", "--dry-run", "--param", param) == 2

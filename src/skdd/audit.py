@@ -1,6 +1,7 @@
 """`skdd lineage show|verify`: walk an artifact's ancestry down to its data sources.
 
-Each manifest names its parents by URI and the sha256 of the parent's manifest, so one walk answers both
+Each manifest names its parents by URI and the sha256 of the parent's manifest (and carries a digest of its own
+content, so a root's manifest is checked too), so one walk answers both
 "where did this come from?" (stage, params hash, code version, inputs) and "did any byte change since?"
 (every file re-hashed, every parent manifest compared with the hash its child recorded, the source files of
 the ingest stage re-hashed when they are still reachable).
@@ -59,10 +60,11 @@ def _artifact_root(uri: str) -> tuple[Path | None, str | None]:
 
 
 def walk(uri: str, expected_manifest_sha: str | None = None, _seen: set | None = None,
-         root: Path | None = None) -> dict[str, Any]:
+         root: Path | None = None, signing_key: bytes | None = None) -> dict[str, Any]:
     """The ancestry tree of `uri` with every problem found on the way (nothing raises for a bad ancestor).
 
-    `root`: the artifact's bytes already fetched by the caller (an S3 download is not repeated)."""
+    `root`: the artifact's bytes already fetched by the caller (an S3 download is not repeated).
+    `signing_key`: also require each manifest's signature under this key (`lineage.signature_problem`)."""
     seen = _seen if _seen is not None else set()
     node: dict[str, Any] = {"uri": str(uri), "problems": [], "notes": [], "parents": []}
     missing = None
@@ -80,7 +82,12 @@ def walk(uri: str, expected_manifest_sha: str | None = None, _seen: set | None =
         node["problems"].append(str(exc))
         return node
     node.update(kind=manifest["kind"], stage=manifest["stage"], created=manifest.get("created"),
-                params_hash=manifest.get("params_hash"), code=manifest.get("code"), files=len(manifest["files"]))
+                params_hash=manifest.get("params_hash"), code=manifest.get("code"), files=len(manifest["files"]),
+                signed=lineage.SIGNATURE_FIELD in manifest)
+    if signing_key is not None:
+        unsigned = lineage.signature_problem(manifest, signing_key)
+        if unsigned is not None:
+            node["problems"].append(f"{uri}/{storage.MANIFEST}: {unsigned}")
     # problems name the artifact's URI, not the audit's local download folder
     node["problems"] += [msg.replace(str(root), str(uri).rstrip("/")) for msg in lineage.file_problems(root, manifest)]
     key = str(uri) if str(uri).startswith("s3://") else str(root.resolve())
@@ -90,7 +97,8 @@ def walk(uri: str, expected_manifest_sha: str | None = None, _seen: set | None =
     seen.add(key)
     for record in manifest.get("inputs", []):
         if "manifest_sha256" in record:
-            node["parents"].append({"name": record["name"], **walk(record["uri"], record["manifest_sha256"], seen)})
+            node["parents"].append({"name": record["name"],
+                                    **walk(record["uri"], record["manifest_sha256"], seen, signing_key=signing_key)})
         else:   # a data source read by ingest
             problems, notes = _check_sources(record)
             node["parents"].append({"name": record["name"], "uri": record["uri"], "kind": "source",
@@ -114,7 +122,7 @@ def render(node: dict, indent: str = "") -> list[str]:
         commit = (code.get("git_commit") or "")[:10]
         head = (f"{node.get('name', 'artifact')}: {node['uri']}  [{node.get('kind', '?')} by {node.get('stage', '?')}, "
                 f"params {str(node.get('params_hash', ''))[:10]}, skdd {code.get('skdd', '?')}"
-                f"{' @' + commit if commit else ''}, {node.get('created', '?')}]")
+                f"{' @' + commit if commit else ''}, {node.get('created', '?')}{', signed' if node.get('signed') else ''}]")
     status = "FAIL" if node["problems"] else "ok"
     lines = [f"{indent}{head}  {status}"]
     for msg in node["problems"]:
@@ -126,15 +134,19 @@ def render(node: dict, indent: str = "") -> list[str]:
     return lines
 
 
-def main(action: str, uri: str, as_json: bool) -> int:
-    # a missing or incomplete artifact is a usage error (exit 2), not an audit finding
+def main(action: str, uri: str, as_json: bool, key: bool = False) -> int:
+    # a missing or incomplete artifact, or --key without a key, is a usage error (exit 2), not an audit finding
+    signing_key = lineage.signing_key() if key else None
+    if key and signing_key is None:
+        raise SkddError(f"--key: set {lineage.SIGNING_KEY_ENV} to the signing key (it is never read from the "
+                        "command line)")
     if uri.startswith("s3://"):
         root, missing = _artifact_root(uri)   # the fresh download the walk reads, fetched once
         if root is None:
             raise SkddError(missing)
     else:
         root = storage.input_dir(uri)
-    tree = walk(uri, root=root)
+    tree = walk(uri, root=root, signing_key=signing_key)
     if as_json:
         print(json.dumps(tree, indent=2))
     else:
@@ -146,5 +158,6 @@ def main(action: str, uri: str, as_json: bool) -> int:
                 print(f"lineage verify: {len(found)} problem(s); first: {found[0]}")
             return 1
         if not as_json:
-            print("lineage verify: every file and every ancestor matches its manifest")
+            print("lineage verify: every file and every ancestor matches its manifest"
+                  + (", and every manifest is signed with your key" if key else ""))
     return 0

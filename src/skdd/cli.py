@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     lin.add_argument("action", choices=("show", "verify"))
     lin.add_argument("uri", help="an artifact (a local folder or s3://bucket/prefix)")
     lin.add_argument("--json", action="store_true", help="machine-readable tree")
+    lin.add_argument("--key", action="store_true",
+                     help="also require every manifest of the ancestry to be signed with the key in $SKDD_SIGNING_KEY "
+                          "(the key is read from the environment only, never from the command line)")
     from skdd import pipeline_cli
 
     pipeline_cli.add_parser(sub)   # `skdd pipeline compile|submit`
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         from skdd import audit
 
         try:
-            return audit.main(args.action, args.uri, args.json)
+            return audit.main(args.action, args.uri, args.json, key=args.key)
         except SkddError as exc:
             print(f"skdd lineage: error: {exc}", file=sys.stderr)
             return 2

@@ -3,12 +3,19 @@
 A manifest lists every file of the artifact with its size and sha256, the stage and params that
 made it, and its inputs (by URI and the sha256 of *their* manifests), so the chain from a
 synthetic set back to the source files can be re-hashed end to end. It never holds credentials.
+
+A manifest also carries a digest of its own canonical content (`manifest_digest`), checked by every reader,
+so an edit of any manifest, a root's included (nobody else records a root's hash), is refused. The digest
+catches edits, not forgers (anyone can recompute it): for that, a manifest written while `SKDD_SIGNING_KEY` is
+set also carries an HMAC-SHA256 of its digest under that key (`signature`; the key itself is never stored, only
+a short id of it), which `skdd lineage verify --key` checks for every artifact of the ancestry.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import hmac
 import json
 import os
 import platform
@@ -20,7 +27,9 @@ import skdd
 from skdd.errors import SkddError
 from skdd.storage import MANIFEST
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2          # 2: manifest_digest (and optional signature); 1 had neither
+DIGEST_FIELD, SIGNATURE_FIELD = "manifest_digest", "signature"
+SIGNING_KEY_ENV = "SKDD_SIGNING_KEY"
 _CHUNK = 1 << 20
 
 
@@ -70,6 +79,41 @@ def run_key(params_hash: str, inputs: list[dict[str, Any]]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no whitespace), its digest and signature left out."""
+    body = {k: v for k, v in manifest.items() if k not in (DIGEST_FIELD, SIGNATURE_FIELD)}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def signing_key() -> bytes | None:
+    """The key from the environment, or None when signing is off (an empty value counts as unset)."""
+    value = os.environ.get(SIGNING_KEY_ENV, "")
+    return value.encode() if value else None
+
+
+def key_id(key: bytes) -> str:
+    """A short public name for a key, so a mismatch says "signed with another key" rather than "tampered"."""
+    return hashlib.sha256(b"skdd-key-id:" + key).hexdigest()[:16]
+
+
+def signature(digest: str, key: bytes) -> dict[str, str]:
+    return {"alg": "hmac-sha256", "key_id": key_id(key),
+            "value": hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()}
+
+
+def signature_problem(manifest: dict[str, Any], key: bytes) -> str | None:
+    """Why the manifest's signature does not prove it was written by a holder of `key` (None: it does)."""
+    sig = manifest.get(SIGNATURE_FIELD)
+    if not isinstance(sig, dict) or sig.get("alg") != "hmac-sha256":
+        return "not signed"
+    if sig.get("key_id") != key_id(key):
+        return f"signed with another key (key id {sig.get('key_id')}, yours {key_id(key)})"
+    if not hmac.compare_digest(str(sig.get("value")), signature(manifest_digest(manifest), key)["value"]):
+        return "signature does not match its content"
+    return None
+
+
 def write_manifest(root: Path, *, kind: str, stage: str, params: dict[str, Any], params_hash: str,
                    inputs: list[dict[str, Any]] | None = None, metrics: dict[str, Any] | None = None,
                    extra: dict[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
@@ -90,6 +134,11 @@ def write_manifest(root: Path, *, kind: str, stage: str, params: dict[str, Any],
         "metrics": metrics or {},
         **(extra or {}),
     }
+    manifest = json.loads(json.dumps(manifest))   # the digest is of what a reader will load (str keys, lists)
+    manifest[DIGEST_FIELD] = manifest_digest(manifest)
+    key = signing_key()
+    if key is not None:
+        manifest[SIGNATURE_FIELD] = signature(manifest[DIGEST_FIELD], key)
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, root / MANIFEST)
@@ -106,8 +155,15 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise SkddError(f"{path}: manifest is not valid JSON") from None
     if not isinstance(manifest, dict) or "files" not in manifest or "kind" not in manifest:
         raise SkddError(f"{path}: not a skdd manifest")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise SkddError(f"{path}: unsupported manifest schema_version {manifest.get('schema_version')!r}")
+    version = manifest.get("schema_version")
+    if version == 1:
+        raise SkddError(f"{path}: manifest schema 1 has no digest of its own, so edits to it cannot be caught; "
+                        "re-run the stage that made it")
+    if version != SCHEMA_VERSION:
+        raise SkddError(f"{path}: unsupported manifest schema_version {version!r}")
+    if manifest.get(DIGEST_FIELD) != manifest_digest(manifest):
+        raise SkddError(f"{path}: manifest edited since it was written (its content does not match its "
+                        f"{DIGEST_FIELD})")
     return manifest
 
 

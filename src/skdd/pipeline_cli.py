@@ -2,7 +2,7 @@
 
     skdd pipeline compile [--image REF] [--output FILE] [--params FILE] [--gpu-stages distill,refine,pretrain]
                           [--gpu-node-selector KEY=VALUE ...] [--gpu-toleration KEY[=VALUE]:EFFECT ...]
-                          [--s3-secret NAME] [--artifact-root URI]
+                          [--s3-secret NAME] [--signing-secret NAME] [--artifact-root URI]
     skdd pipeline submit --host URL [--package FILE] [--experiment NAME] [--run-name NAME]
                          [--param KEY=VALUE ...] [--preset FILE] [--namespace NS] [--no-cache] [--dry-run]
 
@@ -74,6 +74,9 @@ def add_parser(sub: Any) -> None:
                         "mirrored to S3 (default: %(default)s; 0 for none)")
     c.add_argument("--s3-secret", default="skdd-s3-credentials", metavar="NAME",
                    help="Kubernetes Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (default: %(default)s)")
+    c.add_argument("--signing-secret", default=None, metavar="NAME",
+                   help="Kubernetes Secret holding SKDD_SIGNING_KEY: every task signs its manifests with it "
+                        "(check with `skdd lineage verify --key`; default: no signing)")
     c.add_argument("--artifact-root", default="s3://skdd/artifacts", metavar="URI",
                    help="default artifact_root parameter (default: %(default)s)")
     s = psub.add_parser("submit", help="submit a run of the compiled pipeline through kfp.Client")
@@ -189,7 +192,8 @@ def compile_command(args: argparse.Namespace) -> int:
             image=args.image or default_image(), params_yaml=params_text, gpu_stages=stages, gpu_count=args.gpus,
             node_selector=_pairs(args.gpu_node_selector, mod.PipelineOptions.node_selector, _selector),
             tolerations=_pairs(args.gpu_toleration, mod.DEFAULT_TOLERATIONS, toleration),
-            secret_name=args.s3_secret, artifact_root=args.artifact_root, retries=args.retries)
+            secret_name=args.s3_secret, signing_secret=args.signing_secret, artifact_root=args.artifact_root,
+            retries=args.retries)
         path = mod.compile_pipeline(options, args.output)
     except ValueError as exc:
         raise SkddError(str(exc)) from None
