@@ -17,6 +17,7 @@ from skdd.cli import run_stage
 from skdd.storage import staging_dir
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 MNIST = SHARED / "datasets" / "mnist"
 
 TINY_PRETRAIN = ["g_width=8", "d_width=8", "batch_size=16", "device=cpu", "log_every=2"]
@@ -90,6 +91,15 @@ def run_cli(cmd: list[str]) -> subprocess.CompletedProcess:
     """Every run in its own process: CPU results are bit-identical only at equal thread counts and settings."""
     return subprocess.run(cmd, check=True, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def run_script(name: str, *args: str) -> str:
+    """A benchmark script in its own process, one thread (as the README's figures were taken); must exit 0."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
 
 
 def one_line_error(capsys, argv: list[str], *fragments: str) -> str:

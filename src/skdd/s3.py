@@ -5,20 +5,36 @@ exists. Uploads therefore delete any old manifest first, then upload every file,
 left over from an older artifact, and upload the manifest last: a failure at any point leaves no
 manifest, so the artifact reads as incomplete. Downloads refuse a prefix without a manifest.
 
+Two runs may publish the same content-keyed prefix at once (two pipeline runs with the same inputs and KFP's
+cache off). Interleaved, their files would mix under one manifest, so a publish first takes a lock object,
+`<prefix>.publishing`, created with a conditional write (`If-None-Match: *`, which AWS S3, SeaweedFS and MinIO
+honour); the other run waits for it (SKDD_S3_LOCK_WAIT seconds, default 300), then publishes in turn, or fails
+with one line naming the lock. A lock left by an earlier attempt of the same run (same SKDD_RUN_ID, as a
+Kubeflow retry has; or, locally, same host and cache) is taken over at once, so a retry after a crash is not
+blocked; a lock older than SKDD_S3_LOCK_TTL seconds (default 1800) belongs to a run that died and is broken too
+(conditionally, so two runs cannot both break it). Before its manifest lands a run checks the lock is still its
+own, which also covers a server that ignored the condition.
+
 Configuration comes from the environment:
   AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or any source of boto3's usual credential chain),
   AWS_REGION or AWS_DEFAULT_REGION (default us-east-1),
   SKDD_S3_ENDPOINT_URL or AWS_ENDPOINT_URL (an S3-compatible server; path-style addressing),
   SKDD_S3_MAX_ATTEMPTS (default 5, botocore "standard" retries with backoff),
   SKDD_S3_CONNECT_TIMEOUT / SKDD_S3_READ_TIMEOUT (seconds; defaults 5 and 60),
+  SKDD_S3_LOCK_WAIT / SKDD_S3_LOCK_TTL (seconds; the publish lock above),
   SKDD_CACHE (local cache root; default ~/.cache/skdd/s3), artifacts cached at <root>/<bucket>/<prefix>.
 Every failure becomes a one-line `SkddError` naming the URI; secrets are never part of it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import sys
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -169,6 +185,12 @@ def _error(uri: object, action: str, exc: BaseException) -> SkddError:
     return SkddError(_scrub(f"{uri}: S3 {action} failed: {reason}"))
 
 
+def _error_code(exc: BaseException) -> str:
+    from botocore import exceptions as bce
+
+    return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, bce.ClientError) else ""
+
+
 def _list(cli: Any, s3uri: S3Uri) -> dict[str, int]:
     """key -> size for every object under the prefix (as a folder: `prefix/`)."""
     return {key: size for key, (size, _) in _list_detailed(cli, s3uri.bucket, s3uri.prefix + "/").items()}
@@ -185,6 +207,15 @@ def _download_files(cli: Any, s3uri: S3Uri, rels: Iterable[str], tmp: Path) -> N
         target = tmp / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         cli.download_file(s3uri.bucket, s3uri.key(rel), str(target), Config=config)
+
+
+def _etag(cli: Any, bucket: str, key: str) -> str | None:
+    try:
+        return cli.head_object(Bucket=bucket, Key=key)["ETag"]
+    except Exception as exc:  # noqa: BLE001
+        if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
 
 
 def _cache_matches(local: Path, manifest_bytes: bytes, sizes: dict[str, int]) -> bool:
@@ -210,19 +241,28 @@ def download(uri: str, *, fresh: bool = False, **client_overrides: Any) -> Path:
         objects = _list(cli, s3uri)
         manifest_key = s3uri.key(MANIFEST)
         if manifest_key not in objects:
+            if _etag(cli, s3uri.bucket, f"{s3uri.prefix}{LOCK_SUFFIX}") is not None:
+                raise SkddError(f"{s3uri}: incomplete artifact: another run is publishing it right now; read it "
+                                "again when that run is done")
             if objects:
                 raise SkddError(f"{s3uri}: incomplete artifact (no {MANIFEST}); re-run the stage that produces it")
             raise SkddError(f"{s3uri}: input artifact not found")
-        manifest_bytes = cli.get_object(Bucket=s3uri.bucket, Key=manifest_key)["Body"].read()
+        obj = cli.get_object(Bucket=s3uri.bucket, Key=manifest_key)
+        manifest_bytes, etag = obj["Body"].read(), obj["ETag"]
         files = {key[len(s3uri.prefix) + 1:]: size for key, size in objects.items() if key != manifest_key}
         if not fresh and _cache_matches(local, manifest_bytes, files):
             return local
         tmp = local.with_name(f"{local.name}.download-{os.getpid()}")
         _download_files(cli, s3uri, [rel for rel in files if not rel.endswith("/")], tmp)  # "/": folder markers
+        if _etag(cli, s3uri.bucket, manifest_key) != etag:   # a publish began meanwhile: files may be a mix
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SkddError(f"{s3uri}: the artifact was republished while it was being read; read it again")
         (tmp / MANIFEST).write_bytes(manifest_bytes)  # the manifest we listed, written last
     except SkddError:
         raise
     except Exception as exc:  # noqa: BLE001 - botocore/boto3/transfer errors
+        if _error_code(exc) in ("NoSuchKey", "404"):   # listed, then gone: a publish is replacing it
+            raise SkddError(f"{s3uri}: the artifact was republished while it was being read; read it again") from None
         raise _error(s3uri, "download", exc) from None
     storage.swap_into_place(tmp, local)
     return local
@@ -321,8 +361,102 @@ def upload_file(cli: Any, path: Path, bucket: str, key: str, config: Any) -> Non
     cli.upload_file(str(path), bucket, key, Config=config)
 
 
+LOCK_SUFFIX = ".publishing"
+
+
+class PublishLock:
+    """The `<prefix>.publishing` object that makes concurrent publishes of one prefix take turns (see above)."""
+
+    def __init__(self, cli: Any, s3uri: S3Uri):
+        self.cli, self.uri = cli, s3uri
+        self.key = f"{s3uri.prefix}{LOCK_SUFFIX}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        # the logical run: a retry of a Kubeflow task keeps SKDD_RUN_ID; a local re-run keeps host and cache
+        # (two live processes sharing a cache would already share the staging folder, so they never run at once)
+        self.holder = os.environ.get("SKDD_RUN_ID") or f"{socket.gethostname()}:{cache_root()}"
+        self.etag: str | None = None
+        self.waited = 0.0            # seconds spent waiting for another run's lock (the load benchmark reads it)
+
+    def _holder(self) -> tuple[dict, str] | None:
+        """The current lock's content and ETag, or None when there is no lock."""
+        try:
+            obj = self.cli.get_object(Bucket=self.uri.bucket, Key=self.key)
+        except Exception as exc:  # noqa: BLE001
+            if _error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise
+        try:
+            info = json.loads(obj["Body"].read())
+        except (ValueError, UnicodeDecodeError):
+            info = {}
+        return (info if isinstance(info, dict) else {}), obj["ETag"]
+
+    def acquire(self) -> None:
+        wait = _env_number("SKDD_S3_LOCK_WAIT", 300)
+        ttl = _env_number("SKDD_S3_LOCK_TTL", 1800)
+        start = time.monotonic()
+        body = json.dumps({"owner": self.owner, "holder": self.holder, "since": time.time()}).encode()
+        while True:
+            try:
+                self.etag = self.cli.put_object(Bucket=self.uri.bucket, Key=self.key, Body=body,
+                                                IfNoneMatch="*")["ETag"]
+                return
+            except Exception as exc:  # noqa: BLE001
+                if _error_code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                    raise
+            holder = self._holder()
+            if holder is None:
+                continue                          # released between our put and our read: try again
+            info, etag = holder
+            age = time.time() - float(info.get("since") or 0)
+            takeover = info.get("holder") == self.holder   # left by an earlier attempt of this same run
+            if takeover or age > ttl:             # its run died mid-publish: break it, only if it is still that one
+                if takeover:
+                    print(f"skdd: taking over the publish lock s3://{self.uri.bucket}/{self.key} left by an earlier "
+                          "attempt of this run", file=sys.stderr, flush=True)
+                try:
+                    self.cli.delete_object(Bucket=self.uri.bucket, Key=self.key, IfMatch=etag)
+                except Exception as exc:  # noqa: BLE001
+                    if _error_code(exc) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                        raise
+                continue
+            self.waited = time.monotonic() - start
+            if self.waited > wait:
+                raise SkddError(f"{self.uri}: another run ({info.get('owner', '?')}) has been publishing this "
+                                f"artifact for {age:.0f} s (lock s3://{self.uri.bucket}/{self.key}); waited "
+                                f"{wait:.0f} s (SKDD_S3_LOCK_WAIT); re-run later, or delete the lock if that run died")
+            time.sleep(min(1.0, 0.05 + 0.1 * self.waited))
+
+    def check_still_ours(self) -> None:
+        holder = self._holder()
+        if holder is None or holder[0].get("owner") != self.owner:
+            raise SkddError(f"{self.uri}: lost the publish lock s3://{self.uri.bucket}/{self.key} to another run "
+                            "before the manifest was written (the server may ignore conditional writes); "
+                            "nothing was published by this run")
+
+    def release(self, patience: float = 5.0) -> None:
+        """Delete the lock if it is still ours. A publish that failed because the server went away releases
+        too, so keep trying for `patience` seconds: a lock left behind blocks every publish of this prefix
+        until it expires."""
+        if self.etag is None:
+            return
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.cli.delete_object(Bucket=self.uri.bucket, Key=self.key, IfMatch=self.etag)
+                break
+            except Exception as exc:  # noqa: BLE001
+                if _error_code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                    break                         # not ours any more, or already gone: nothing to undo
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        self.etag = None
+
+
 def upload(stage: Path, uri: str, **client_overrides: Any) -> None:
-    """Publish a staged folder (which holds manifest.json) as the artifact at `uri`, manifest last."""
+    """Publish a staged folder (which holds manifest.json) as the artifact at `uri`, manifest last, holding the
+    prefix's publish lock throughout."""
     s3uri = parse(uri)
     if not (stage / MANIFEST).is_file():
         raise SkddError(f"{s3uri}: refusing to upload {stage}: no {MANIFEST}")
@@ -330,7 +464,9 @@ def upload(stage: Path, uri: str, **client_overrides: Any) -> None:
                    and p.relative_to(stage).parts[0] != "checkpoints")   # checkpoints stay local for a retry
     cli = client(s3uri, **client_overrides)
     config = transfer_config()
+    lock = PublishLock(cli, s3uri)
     try:
+        lock.acquire()
         manifest_key = s3uri.key(MANIFEST)
         # 1. the old artifact stops being complete before anything of the new one lands
         cli.delete_object(Bucket=s3uri.bucket, Key=manifest_key)
@@ -346,11 +482,18 @@ def upload(stage: Path, uri: str, **client_overrides: Any) -> None:
         # 3. objects of an older artifact that the new one does not have
         _delete_keys(cli, s3uri.bucket, sorted(set(existing) - wanted - {manifest_key}))
         # 4. the manifest: now the artifact is complete
+        lock.check_still_ours()
         upload_file(cli, stage / MANIFEST, s3uri.bucket, manifest_key, config)
     except SkddError:
         raise
     except Exception as exc:  # noqa: BLE001 - botocore/boto3/transfer errors
         raise _error(s3uri, "upload", exc) from None
+    finally:
+        try:
+            lock.release()
+        except Exception as exc:  # noqa: BLE001 - a lock left behind expires after SKDD_S3_LOCK_TTL
+            print(f"skdd: warning: publish lock s3://{s3uri.bucket}/{lock.key} not released "
+                  f"({type(exc).__name__}); it expires after SKDD_S3_LOCK_TTL", file=sys.stderr, flush=True)
 
 
 # --- checkpoint mirror -----------------------------------------------------------------------
