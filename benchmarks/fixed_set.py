@@ -3,7 +3,7 @@
     python benchmarks/fixed_set.py --preset benchmarks/presets/cpu-fixed-set.yaml --work runs/cpu-fixed-set
     python benchmarks/fixed_set.py --preset ... --work ... --render-only      # re-write the results page only
 
-Rows per dataset and IPC (every stage through `skdd.cli.run_stage`, params: the preset's `base` file, then the
+Rows per dataset and IPC (every stage through `skdd.stages.registry.run_stage`, params: the preset's `base` file, then the
 preset's section, then what the row needs):
 
 * real subsets: `random`, `kcenter`, `herding` (the teacher's features); `dm-pixel`: DM on pixels from the
@@ -62,7 +62,7 @@ class Runner:
         self.on_result = on_result or (lambda: None)
 
     def stage(self, stage: str, out: Path, inputs: dict[str, Path], overrides: list[str]) -> Path:
-        from skdd.cli import run_stage
+        from skdd.stages.registry import run_stage
 
         if (out / "manifest.json").is_file():
             return out

@@ -18,7 +18,7 @@ what the cell needs. What runs:
   `evaluate protocol=strict`; protocol dim: `evaluate protocol=dim ipc=K` on the GAN artifact (baselines have no
   generator, so they are strict only).
 
-Stages run in-process through `skdd.cli.run_stage` with outputs under `<work>/<dataset>/`, shared between cells
+Stages run in-process through `skdd.stages.registry.run_stage` with outputs under `<work>/<dataset>/`, shared between cells
 (ingest and pretrain once per dataset, distill once per (loss, λ), ...). A stage whose output has a manifest with the
 same params hash and the same input manifests is not run again; an interrupted stage resumes from its own
 checkpoints when this script is re-run with the same preset and work folder (Ctrl-C, SIGTERM, a kill, or
@@ -142,10 +142,10 @@ def resolve_dataset(key: str, spec: dict | None, data_override: str | None) -> D
     source, location = spec.get("source", "offline"), spec.get("location")
     note = None
     if data_override:
-        from skdd.stages.ingest import SOURCES
+        from skdd.data.sources import KINDS
 
         prefix, sep, rest = data_override.partition(":")
-        source, location = (prefix, rest) if sep and prefix in SOURCES else ("", data_override)
+        source, location = (prefix, rest) if sep and prefix in KINDS else ("", data_override)
         source = source or (COPIES[name][0] if name in COPIES else spec.get("source", "offline"))
         if source == "offline":
             raise PresetError(f"--data {key}={data_override}: name the source kind, e.g. idx:{data_override}")
@@ -405,12 +405,13 @@ class Runner:
 
     # ------------------------------------------------------------------ params and completeness
     def params(self, node: Node):
-        from skdd.cli import stage_entry
         from skdd.config import load_stage_params
         from skdd.stages.ingest import effective_params
 
-        cls, _, _ = stage_entry(node.stage)
-        params = load_stage_params(cls, node.section or node.stage, self.base, node.overrides)
+        from skdd.stages.registry import STAGES
+
+        params = load_stage_params(STAGES[node.stage].params_class(), node.section or node.stage, self.base,
+                                   node.overrides)
         return effective_params(params) if node.stage == "ingest" else params
 
     def params_hash(self, node: Node) -> str:
@@ -466,7 +467,7 @@ class Runner:
         return self._run(node)
 
     def _run(self, node: Node) -> bool:
-        from skdd.cli import run_stage
+        from skdd.stages.registry import run_stage
         from skdd.errors import SkddError
 
         entry = self.ledger["stages"].get(node.key)

@@ -55,7 +55,7 @@ from skdd.data.sources import read_source
 from skdd.device import autocast, prepare_module, resolve_device, seed_everything
 from skdd.errors import SkddError, one_line
 from skdd.evaluation.protocols import TrainConfig, train_strict
-from skdd.gan import GanSpec
+from skdd.gan_artifact import GanSpec
 from skdd.losses import discriminator_loss, generator_adv_loss, match_loss
 from skdd.models import create_model
 from skdd.stages.common import load_dataset

@@ -21,7 +21,7 @@ from skdd.config import from_dict
 from skdd.data.batches import EpochBatcher, Pixels
 from skdd.data.dataset import ImageDataset
 from skdd.device import prepare_module, resolve_device, seed_everything
-from skdd.gan import GanSpec
+from skdd.gan_artifact import GanSpec
 from skdd.stages.distill import DistillParams, Distiller
 from skdd.adversarial import gan_step
 

@@ -3,7 +3,8 @@
 Each module holds a plain function; `make_components(image)` turns them into lightweight Python components
 (`base_image=image`, `install_kfp_package=False`: the image already has skdd and kfp). KFP ships a component
 as its function's source text, so the functions are thin: they import `skdd.kfp_steps` inside the body and
-call the same `skdd.cli.run_stage` the CLI and DVC call. Lightweight (not containerized) components are
+call the same `skdd.stages.registry.run_stage` the CLI and DVC call. Which stages have a component is the stage
+registry's `component` flag: `components/<stage>.py` defines a function named after the stage. Lightweight (not containerized) components are
 what `kfp.local.SubprocessRunner` runs, so the very same pipeline runs here and on a cluster.
 
 Artifacts: ingest, sample and refine emit `Dataset`, teacher, pretrain and distill `Model`, evaluate `Metrics` (+ its
@@ -12,20 +13,16 @@ Artifacts: ingest, sample and refine emit `Dataset`, teacher, pretrain and disti
 
 from __future__ import annotations
 
+import importlib
 from types import SimpleNamespace
 
-from components.distill import distill
-from components.evaluate import evaluate
 from components.fingerprint import fingerprint_source
-from components.ingest import ingest
-from components.pretrain import pretrain
-from components.refine import refine
-from components.report import report
-from components.sample import sample
-from components.teacher import teacher
+from skdd.stages.registry import STAGES
 
-FUNCTIONS = {f.__name__: f for f in (fingerprint_source, ingest, teacher, pretrain, distill, sample, refine,
-                                     evaluate, report)}
+# the source fingerprint (not a stage: it keys ingest's cache on the data), then one component per stage
+FUNCTIONS = {"fingerprint_source": fingerprint_source, **{
+    name: getattr(importlib.import_module(f"components.{name}"), name)
+    for name, spec in STAGES.items() if spec.component}}
 
 
 def make_components(image: str) -> SimpleNamespace:

@@ -13,7 +13,7 @@ import pytest
 
 import numpy as np
 
-from skdd.cli import run_stage
+from skdd.stages.registry import run_stage
 from skdd.storage import staging_dir
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -19,6 +19,36 @@ def module_file(name: str) -> Path | None:
     return None
 
 
+def modules() -> list[str]:
+    """Every module of the skdd package, by dotted name."""
+    names = []
+    for path in sorted((SRC / "skdd").rglob("*.py")):
+        rel = path.relative_to(SRC).with_suffix("")
+        names.append(".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts))
+    return names
+
+
+def imports_of(name: str) -> set[str]:
+    """The skdd modules `name` imports anywhere in its source (inside functions too), `from m import sub`
+    counting `m.sub` when that is a module."""
+    path = module_file(name)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "skdd"}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([module] if module else []))
+            if module.split(".")[0] != "skdd":
+                continue
+            found.add(module)
+            found |= {f"{module}.{a.name}" for a in node.names if module_file(f"{module}.{a.name}")}
+    return {m for m in found if module_file(m) is not None}
+
+
 def closure(start: str) -> set[str]:
     """Repo-relative paths of every skdd source file `start` imports, directly or not (parent packages too)."""
     seen: set[Path] = set()
@@ -31,19 +61,7 @@ def closure(start: str) -> set[str]:
         seen.add(path)
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names if a.name.split(".")[0] == "skdd"]
-            elif isinstance(node, ast.ImportFrom):
-                module = node.module or ""
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    module = ".".join(base + ([module] if module else []))
-                if module.split(".")[0] != "skdd":
-                    continue
-                todo.append(module)
-                todo += [f"{module}.{a.name}" for a in node.names if module_file(f"{module}.{a.name}")]
+        todo += sorted(imports_of(name))
     return {p.relative_to(ROOT).as_posix() for p in seen}
 
 

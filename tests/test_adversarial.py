@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from skdd.adversarial import AugmentedCritic, critic_augmentation
-from skdd.cli import run_stage
+from skdd.stages.registry import run_stage
 from skdd.errors import SkddError
 
 from helpers import TINY_PRETRAIN, ingest_tiny
@@ -45,7 +45,7 @@ def test_augmented_critic_is_differentiable_and_changes_what_d_sees():
 
 def test_real_and_fake_go_through_the_same_policy_in_a_gan_step():
     from skdd.adversarial import gan_step
-    from skdd.gan import GanSpec
+    from skdd.gan_artifact import GanSpec
 
     torch.manual_seed(0)
     spec = GanSpec(in_channels=1, image_size=28, num_classes=10, g_width=4, d_width=4, z_dim=16,
@@ -80,7 +80,7 @@ def test_pretrain_with_d_augment_is_deterministic_and_differs_from_without(tmp_p
 
 def test_balanced_lambda_hits_its_target_ratio_on_a_toy_model():
     from skdd.adversarial import gan_step
-    from skdd.gan import GanSpec
+    from skdd.gan_artifact import GanSpec
 
     torch.manual_seed(0)
     spec = GanSpec(in_channels=1, image_size=28, num_classes=10, g_width=4, d_width=4, z_dim=16,

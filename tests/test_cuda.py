@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from helpers import TINY_DISTILL, TINY_PRETRAIN, ingest_tiny, kill_after_checkpoint  # noqa: F401
 from skdd import checkpoint as ckpt_mod
-from skdd.cli import run_stage
+from skdd.stages.registry import run_stage
 from skdd.device import autocast, prepare_module
 from skdd.models import create_model, list_models
 

@@ -5,7 +5,7 @@ import torch
 
 from skdd.config import from_dict
 from skdd.data.dataset import ImageDataset
-from skdd.gan import GanSpec
+from skdd.gan_artifact import GanSpec
 from skdd.stages.distill import DistillParams, Distiller, default_lambda
 
 

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 import skdd.stages.distill as distill_stage
 import skdd.stages.pretrain as pretrain_stage
-from skdd.cli import run_stage
+from skdd.stages.registry import run_stage
 from skdd.ema import GeneratorEMA
-from skdd.gan import G_EMA_FILE, G_FILE, load_gan, load_sampling_generator
+from skdd.gan_artifact import G_EMA_FILE, G_FILE, load_gan, load_sampling_generator
 from skdd.storage import staging_dir
 
 from helpers import TINY_DISTILL, TINY_PRETRAIN, ingest_tiny

@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 
 import skdd.stages.evaluate as evaluate_stage
 from skdd import lineage
-from skdd.cli import main, run_stage
+from skdd.cli import main
+from skdd.stages.registry import run_stage
 from skdd.data.dataset import ImageDataset
 from skdd.data.parquet import _schema, read_shards, write_shards
 from skdd.errors import SkddError
@@ -409,3 +410,16 @@ def test_default_labels_name_the_baseline():
     assert label({"stage": "distill", "params": {"loss": "skd-nostand"}}) == "skd-nostand"
     assert label({"stage": "distill", "params": {"loss": "none"}}) == "gan-only"
     assert label({"stage": "pretrain", "params": {}}) == "pretrained GAN"
+
+
+def test_metrics_json_has_exactly_the_typed_schema(strict_eval, art, tmp_path):
+    """The typed description of metrics.json is the file: every declared key present, no undeclared one."""
+    from skdd.evaluation.schema import ArchitectureResult, DimTrial, EvaluationMetrics, Trial
+
+    _, strict = strict_eval
+    dim = evaluate(art, tmp_path / "ev-dim", art["gan"], EVAL + ["protocol=dim", "ipc=2", "epochs=2", "checks=1"])
+    for m, trial_type in ((strict, Trial), (dim, DimTrial)):
+        assert set(m) == EvaluationMetrics.__required_keys__
+        for result in m["architectures"].values():
+            assert set(result) == ArchitectureResult.__required_keys__
+            assert all(set(t) == trial_type.__required_keys__ for t in result["trials"])

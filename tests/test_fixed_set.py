@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import skdd.stages.teacher as teacher_stage
 from skdd import lineage
-from skdd.cli import run_stage
+from skdd.stages.registry import run_stage
 from skdd.data.parquet import read_shards
 from skdd.errors import SkddError
 from skdd.storage import staging_dir

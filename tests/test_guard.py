@@ -108,7 +108,7 @@ def test_a_diverging_pretrain_publishes_nothing_and_a_rerun_with_sane_params_sta
 
 def test_a_diverging_evaluation_publishes_nothing(tmp_path, capsys):
     data = ingest_tiny(tmp_path)
-    from skdd.cli import run_stage
+    from skdd.stages.registry import run_stage
 
     real = tmp_path / "random"
     run_stage("select", output=str(real), inputs={"dataset": str(data)}, overrides=["method=random", "ipc=2"])

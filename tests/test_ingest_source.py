@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from helpers import tiny_npz
-from skdd.cli import run_stage
+from skdd.stages.registry import run_stage
 from skdd.data.offline import offline_source
 from skdd.errors import SkddError
 from skdd.lineage import read_manifest
@@ -36,7 +36,7 @@ def test_environment_overrides_are_what_the_manifest_records(tmp_path, monkeypat
 
 def test_bad_environment_source_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("SKDD_DATA_SOURCE", "ftp")
-    with pytest.raises(SkddError, match=r"^\$SKDD_DATA_SOURCE='ftp': expected one of torchvision, idx"):
+    with pytest.raises(SkddError, match=r"^\$SKDD_DATA_SOURCE='ftp': expected one of idx, cifar-python, imagefolder, npz, torchvision"):
         effective_params(IngestParams())
 
 

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from skdd.cli import main, run_stage
+from skdd.cli import main
+from skdd.stages.registry import run_stage
 
 from helpers import TINY_PRETRAIN, ingest_tiny
 

@@ -1,4 +1,4 @@
-"""`skdd.metrics`: what the loops report, the textfile, and pushes to a real Pushgateway (Debian's
+"""`skdd.telemetry`: what the loops report, the textfile, and pushes to a real Pushgateway (Debian's
 `prometheus-pushgateway` on 127.0.0.1) or to one that is down or hangs, which must not fail or slow a stage."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from skdd import lineage, metrics, storage
-from skdd.cli import run_stage
+from skdd import lineage, storage, telemetry
+from skdd.stages.registry import run_stage
 from skdd.errors import SkddError
 from skdd.stages.loop import run_steps
 
@@ -83,14 +83,14 @@ def _clean_env(monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ unit
 def test_loop_reports_into_the_stage_registry():
-    with metrics.stage_metrics("distill") as m:
-        assert metrics.current() is m
-        metrics.set_planned(7)
-        metrics.report_step(3, {"loss_g": 0.25, "loss_match": 1.5, "pool": "resnet10"}, 120.0)
-        metrics.report_accuracy(dataset="mnist", architecture="convnet3", ipc=None, protocol="strict",
+    with telemetry.stage_metrics("distill") as m:
+        assert telemetry.current() is m
+        telemetry.set_planned(7)
+        telemetry.report_step(3, {"loss_g": 0.25, "loss_match": 1.5, "pool": "resnet10"}, 120.0)
+        telemetry.report_accuracy(dataset="mnist", architecture="convnet3", ipc=None, protocol="strict",
                                 label="full dataset", mean=98.5, std=0.25)
         running = samples(generate_latest(m.registry).decode())
-    assert metrics.current() is None
+    assert telemetry.current() is None
     assert value(running, "skdd_step", stage="distill") == 3
     assert value(running, "skdd_steps_planned", stage="distill") == 7
     assert value(running, "skdd_loss", stage="distill", name="loss_match") == 1.5
@@ -106,29 +106,29 @@ def test_loop_reports_into_the_stage_registry():
 
 
 def test_reporting_outside_a_stage_is_a_no_op():
-    assert metrics.current() is None
-    metrics.set_planned(3)
-    metrics.report_step(1, {"loss": 1.0}, 5.0)
-    metrics.report_accuracy(dataset="d", architecture="a", ipc=1, protocol="strict", label="l", mean=1, std=0)
+    assert telemetry.current() is None
+    telemetry.set_planned(3)
+    telemetry.report_step(1, {"loss": 1.0}, 5.0)
+    telemetry.report_accuracy(dataset="d", architecture="a", ipc=1, protocol="strict", label="l", mean=1, std=0)
 
 
 def test_registries_are_per_run_and_run_id_from_env(monkeypatch):
-    with metrics.stage_metrics("pretrain") as a:
+    with telemetry.stage_metrics("pretrain") as a:
         pass
-    with metrics.stage_metrics("pretrain") as b:   # same names again: no "Duplicated timeseries" error
+    with telemetry.stage_metrics("pretrain") as b:   # same names again: no "Duplicated timeseries" error
         pass
     assert a.registry is not b.registry and a.run_id == b.run_id   # one generated id per process
     monkeypatch.setenv("SKDD_RUN_ID", "kfp-run-42")
-    with metrics.stage_metrics("pretrain") as c:
+    with telemetry.stage_metrics("pretrain") as c:
         pass
     assert value(samples(generate_latest(c.registry).decode()), "skdd_run_info", run_id="kfp-run-42") == 1
 
 
 def test_textfile_is_written_after_the_manifest_and_not_hashed(tmp_path):
     out = tmp_path / "gan"
-    with metrics.stage_metrics("pretrain", out):
+    with telemetry.stage_metrics("pretrain", out):
         fake_stage(out, steps=5)
-    series = samples((out / metrics.TEXTFILE).read_text())
+    series = samples((out / telemetry.TEXTFILE).read_text())
     assert value(series, "skdd_step", stage="pretrain") == 5
     assert value(series, "skdd_loss", stage="pretrain", name="loss_d") == -1.25
     assert value(series, "skdd_stage_status", stage="pretrain", status="succeeded") == 1
@@ -139,21 +139,21 @@ def test_textfile_is_written_after_the_manifest_and_not_hashed(tmp_path):
 
 def test_failed_run_leaves_its_textfile_in_staging_and_a_rerun_does_not_publish_it(tmp_path):
     out = tmp_path / "gan"
-    with pytest.raises(RuntimeError), metrics.stage_metrics("pretrain", out):
+    with pytest.raises(RuntimeError), telemetry.stage_metrics("pretrain", out):
         fake_stage(out, steps=3, fail=True)
-    stale = storage.staging_dir(out) / metrics.TEXTFILE
+    stale = storage.staging_dir(out) / telemetry.TEXTFILE
     assert value(samples(stale.read_text()), "skdd_stage_status", status="failed") == 1
     assert not out.exists()
-    with metrics.stage_metrics("pretrain", out):
+    with telemetry.stage_metrics("pretrain", out):
         fake_stage(out, steps=4)
-    assert value(samples((out / metrics.TEXTFILE).read_text()), "skdd_stage_status", status="succeeded") == 1
+    assert value(samples((out / telemetry.TEXTFILE).read_text()), "skdd_stage_status", status="succeeded") == 1
     assert "metrics.prom" not in {f["path"] for f in lineage.read_manifest(out)["files"]}
 
 
 def test_bad_push_interval_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("SKDD_PUSHGATEWAY", "127.0.0.1:1")
     monkeypatch.setenv("SKDD_PUSH_INTERVAL", "soon")
-    with pytest.raises(SkddError, match="SKDD_PUSH_INTERVAL"), metrics.stage_metrics("pretrain"):
+    with pytest.raises(SkddError, match="SKDD_PUSH_INTERVAL"), telemetry.stage_metrics("pretrain"):
         pass
 
 
@@ -176,7 +176,7 @@ def test_credentials_in_the_url_go_to_basic_auth_not_to_logs(monkeypatch, capsys
     try:
         monkeypatch.setenv("SKDD_PUSHGATEWAY", f"http://alice:s3cret@127.0.0.1:{server.server_port}")
         monkeypatch.setenv("SKDD_RUN_ID", "r1")
-        with metrics.stage_metrics("sample"):
+        with telemetry.stage_metrics("sample"):
             pass
     finally:
         server.shutdown()
@@ -185,10 +185,10 @@ def test_credentials_in_the_url_go_to_basic_auth_not_to_logs(monkeypatch, capsys
     method, path, auth = _Recorder.requests[-1]
     assert path == "/metrics/job/skdd/run_id/r1/stage/sample"
     assert auth == "Basic " + base64.b64encode(b"alice:s3cret").decode()
-    url, _ = metrics._split_credentials("https://alice:s3cret@gw.example:9091/prefix")
+    url, _ = telemetry._split_credentials("https://alice:s3cret@gw.example:9091/prefix")
     assert url == "https://gw.example:9091/prefix"
     monkeypatch.setenv("SKDD_PUSHGATEWAY", f"http://alice:s3cret@127.0.0.1:{closed_port()}")
-    with metrics.stage_metrics("sample"):
+    with telemetry.stage_metrics("sample"):
         pass
     err = capsys.readouterr().err
     assert "warning" in err and "s3cret" not in err and "alice" not in err
@@ -237,7 +237,7 @@ def scrape(url: str) -> dict:
 @pytest.mark.integration
 def test_real_stages_push_to_the_pushgateway(pushgateway, tmp_path, monkeypatch, capsys):
     data = ingest_tiny(tmp_path)          # before the gateway is set: its textfile is the local mode
-    assert (data / metrics.TEXTFILE).is_file()
+    assert (data / telemetry.TEXTFILE).is_file()
     monkeypatch.setenv("SKDD_PUSHGATEWAY", pushgateway)
     monkeypatch.setenv("SKDD_RUN_ID", "itest-1")
     gan = tmp_path / "gan"
@@ -248,7 +248,7 @@ def test_real_stages_push_to_the_pushgateway(pushgateway, tmp_path, monkeypatch,
     run_stage("evaluate", output=str(tmp_path / "ev"), inputs={"dataset": str(data), "synthetic": str(sel)},
               overrides=["width=8", "device=cpu", "epochs=2", "trials=2"])
     assert "warning" not in capsys.readouterr().err
-    assert not (gan / metrics.TEXTFILE).exists(), "push mode writes no textfile"
+    assert not (gan / telemetry.TEXTFILE).exists(), "push mode writes no textfile"
 
     series = scrape(pushgateway)
     group = {"job": "skdd", "run_id": "itest-1", "stage": "pretrain"}
@@ -291,7 +291,7 @@ def test_hanging_gateway_neither_blocks_the_steps_nor_the_end(tmp_path, monkeypa
         monkeypatch.setenv("SKDD_PUSH_TIMEOUT", "1")
         out = tmp_path / "gan"
         t0 = time.monotonic()
-        with metrics.stage_metrics("pretrain", out):
+        with telemetry.stage_metrics("pretrain", out):
             time.sleep(0.1)                     # the first push is now in flight and stuck
             t_loop = time.monotonic()
             fake_stage(out, steps=2000)

@@ -203,10 +203,47 @@ def test_a_bad_preset_stops_compile_naming_the_key(tmp_path, capsys):
     assert "distill.loss: 'fancy' is not one of" in capsys.readouterr().err
 
 
-def test_pipeline_command_needs_a_checkout(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(skdd, "__file__", str(tmp_path / "site-packages" / "skdd" / "__init__.py"))
+def test_compile_without_params_outside_a_project_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
     assert main(["pipeline", "compile", "--output", str(tmp_path / "x.yaml")]) == 2
-    assert "skdd pipeline needs a source checkout" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--params: params.yaml not found (default: params.yaml in the current folder)" in err[0]
+
+
+def test_compile_and_submit_work_from_an_installed_wheel_outside_the_checkout(tmp_path):
+    """components/ and pipelines/ ship in the wheel: nothing of the source tree is on the path."""
+    import subprocess
+    import sys
+
+    import shutil
+
+    wheels, site, work, tree = (tmp_path / d for d in ("wheels", "site", "elsewhere", "tree"))
+    work.mkdir()
+    tree.mkdir()
+    for part in ("pyproject.toml", "README.md"):          # a copy to build from: the checkout gets no build/ folder
+        shutil.copy(ROOT / part, tree / part)
+    for part in ("src", "components", "pipelines"):
+        shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                    str(tree)], check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                    *map(str, wheels.glob("skdd-*.whl"))], check=True, capture_output=True)
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}     # ahead of the editable install's src/
+
+    def skdd_cli(*args):
+        return subprocess.run([sys.executable, "-c", "import sys, skdd, skdd.cli; print(skdd.__file__, "
+                               "file=sys.stderr); sys.exit(skdd.cli.main(sys.argv[1:]))", *args],
+                              capture_output=True, text=True, cwd=work, env=env)
+
+    out = skdd_cli("pipeline", "compile", "--params", str(ROOT / "params.yaml"), "--output", str(work / "p.yaml"))
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.startswith(str(site))                              # the installed copy ran
+    assert (work / "p.yaml").read_text() == COMMITTED.read_text()        # the same pipeline as the checkout's
+    out = skdd_cli("pipeline", "submit", "--host", "http://127.0.0.1:9", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["package"] == str(site / "pipelines" / "skdd_pipeline.yaml")
+    assert plan["package_sha256"] == __import__("hashlib").sha256(COMMITTED.read_bytes()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- submit
@@ -435,3 +472,15 @@ def test_step_options_and_labels():
     with pytest.raises(SkddError, match="artifact_root"):
         kfp_steps.output_uri("  ", "ingest", "k")
     assert kfp_steps.output_uri("s3://b/p/", "sample", "abc") == "s3://b/p/sample/abc"
+
+
+def test_components_follow_the_stage_registry():
+    """One component module per stage the registry marks `component`, each defining a function of that name."""
+    from components import FUNCTIONS
+    from skdd.pipeline_cli import PRESET_STAGES
+    from skdd.stages.registry import STAGES
+
+    stages = {name for name, spec in STAGES.items() if spec.component}
+    assert {p.stem for p in (ROOT / "components").glob("*.py")} - {"__init__"} == stages | {"fingerprint"}
+    assert set(FUNCTIONS) == stages | {"fingerprint_source"} and set(PRESET_STAGES) == stages
+    assert all(FUNCTIONS[name].__name__ == name for name in stages)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from skdd.cli import run_stage
+from skdd.stages.registry import run_stage
 from skdd.storage import staging_dir
 
 from helpers import TINY_DISTILL, TINY_PRETRAIN, ingest_tiny, kill_after_checkpoint, run_cli, skdd_cmd

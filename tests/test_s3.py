@@ -161,7 +161,7 @@ def _lineage(*args: str) -> tuple[int, str]:
 def test_stages_read_and_write_s3(s3env, tmp_path):
     """ingest (from an s3:// source) → pretrain → sample with every artifact in the bucket; the manifests
     chain by s3:// URI and `lineage verify` re-hashes every ancestor in the bucket, down to the source."""
-    from skdd.cli import run_stage
+    from skdd.stages.registry import run_stage
     from skdd import lineage, storage
 
     from helpers import TINY_PRETRAIN, tiny_npz

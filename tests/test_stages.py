@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from skdd import lineage
-from skdd.cli import main, run_stage
+from skdd.cli import main
+from skdd.stages.registry import run_stage
 from skdd.data.parquet import read_shards
 from skdd.errors import SkddError
 

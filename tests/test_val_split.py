@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from skdd.cli import run_stage
+from skdd.stages.registry import run_stage
 from skdd.data.parquet import read_shards
 from skdd.errors import SkddError
 from skdd.stages.common import load_dataset

@@ -13,7 +13,7 @@ from torch import nn
 
 from skdd.augment import DiffAug
 from skdd.device import autocast
-from skdd.gan import GanSpec, noise
+from skdd.gan_artifact import GanSpec, noise
 from skdd.losses import discriminator_loss, generator_adv_loss
 
 

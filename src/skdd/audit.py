@@ -23,10 +23,10 @@ from skdd.errors import SkddError
 def _source_sha256(path: str) -> str | None:
     """Current sha256 of a source file (local or s3://), None when it cannot be reached from here."""
     if path.startswith("s3://"):
-        from skdd import s3
+        from skdd.data.s3_sources import object_sha256
 
         try:
-            return s3.object_sha256(path)
+            return object_sha256(path)
         except SkddError:
             return None
     return lineage.sha256_file(Path(path)) if Path(path).is_file() else None

@@ -12,7 +12,7 @@ checkpointing `torch.get_rng_state()` (and `torch.cuda.get_rng_state_all()` when
 tensors are drawn on the target device to avoid host-device copies) gives bit-identical resumes.
 
 Inputs are float NCHW tensors already normalized by dataset mean/std, so nothing is clamped to [0, 1].
-Parameter values follow ALGORITHM.md 1.6 / 4.3: flip p=0.5, scale ratio 1.2, rotate +-15 deg, crop shift
+Parameter values follow docs/method.md §1.6: flip p=0.5, scale ratio 1.2, rotate +-15 deg, crop shift
 ratio 0.125 with zero border, cutout ratio 0.5, brightness 1.0, saturation 2.0, contrast 0.5.
 """
 

@@ -12,32 +12,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
-
-from skdd.config import load_stage_params
 from skdd.errors import SkddError
-from skdd.stages.registry import STAGES
-
-
-def stage_entry(stage: str) -> tuple[type, Callable, tuple[str, ...]]:
-    """(params class, run function, required input names) of a registered stage."""
-    spec = STAGES[stage]
-    params_cls, run = spec.load()
-    return params_cls, run, spec.inputs
-
-
-def run_stage(stage: str, *, output: str, inputs: dict[str, str], params_file: str | None = None,
-              overrides: list[str] | None = None, section: str | None = None) -> dict:
-    """The one entry point for a stage: load and validate params, check inputs, run."""
-    params_cls, run, input_names = stage_entry(stage)
-    missing = [name for name in input_names if not inputs.get(name)]
-    if missing:
-        raise SkddError(f"{stage}: missing input --{missing[0]}")
-    from skdd import metrics   # here, not at the top: `skdd lineage` does not need prometheus_client
-
-    with metrics.stage_metrics(stage, output):   # every stage: duration and status, pushed or a textfile
-        params = load_stage_params(params_cls, section or stage, params_file, overrides)
-        return run(params, inputs, output)
+from skdd.stages.registry import STAGES, run_stage
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,7 +21,6 @@ by the pipeline, never as component inputs, so they do not defeat KFP's cache.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -30,11 +29,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-import skdd
 from skdd import lineage, storage
-from skdd.errors import SkddError, one_line
-
-KEY_CHARS = 20
+from skdd.errors import SkddError
+from skdd.lineage import content_key, existing_artifact
 
 
 def _plain(value: Any) -> Any:
@@ -67,49 +64,11 @@ def artifact_uri(artifact: Any, name: str) -> str:
     return str(uri)
 
 
-def content_key(stage: str, params: dict[str, Any], inputs: Mapping[str, str], extra: str = "") -> str:
-    blob = json.dumps({"stage": stage, "skdd": skdd.__version__, "params": params, "inputs": dict(inputs),
-                       "extra": extra}, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:KEY_CHARS]
-
-
 def output_uri(artifact_root: str, stage: str, key: str) -> str:
     root = str(artifact_root).strip().rstrip("/")
     if not root:
         raise SkddError("artifact_root: give a folder or an s3://bucket/prefix for the skdd artifacts")
     return f"{root}/{stage}/{key}"
-
-
-def _remote_manifest_exists(uri: str) -> bool:
-    from skdd import s3
-
-    s3uri = s3.parse(uri)
-    cli = s3.client(s3uri)
-    try:
-        cli.head_object(Bucket=s3uri.bucket, Key=s3uri.key(storage.MANIFEST))
-        return True
-    except Exception as exc:  # noqa: BLE001 - botocore errors; a 404 means "not there yet"
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise s3._error(s3uri, "lookup", exc) from None
-
-
-def existing_artifact(uri: str) -> dict[str, Any] | None:
-    """The manifest of a complete artifact already at `uri` (re-verified), or None when there is none."""
-    if uri.startswith("s3://"):
-        if not _remote_manifest_exists(uri):
-            return None
-        path = storage.input_dir(uri)
-    else:
-        path = Path(uri)
-        if not (path / storage.MANIFEST).is_file():
-            return None
-    try:
-        return lineage.verify_artifact(path)
-    except SkddError as exc:
-        raise SkddError(f"{uri}: an artifact exists at this content key but fails verification ({exc}); "
-                        "delete it to recompute") from None
 
 
 def _facts(uri: str, key: str, manifest: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -177,8 +136,8 @@ def fingerprint_step(params_yaml: str, options: Mapping[str, Any] | None = None,
 def _run_step(stage: str, outputs: Mapping[str, Any], *, params_yaml: str, artifact_root: str,
               inputs: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
               key_extra: str = "", s3_endpoint_url: str = "") -> dict[str, Any]:
-    from skdd.cli import run_stage, stage_entry
     from skdd.config import as_dict, load_stage_params
+    from skdd.stages.registry import STAGES, run_stage
 
     if s3_endpoint_url:
         os.environ["SKDD_S3_ENDPOINT_URL"] = s3_endpoint_url
@@ -188,8 +147,7 @@ def _run_step(stage: str, outputs: Mapping[str, Any], *, params_yaml: str, artif
     with tempfile.TemporaryDirectory(prefix="skdd-params-") as tmp:
         params_file = Path(tmp) / "params.yaml"
         params_file.write_text(params_yaml)
-        params_cls, _, _ = stage_entry(stage)
-        params = load_stage_params(params_cls, stage, params_file, overrides)   # validated before anything runs
+        params = load_stage_params(STAGES[stage].params_class(), stage, params_file, overrides)   # validated before anything runs
         key = content_key(stage, as_dict(params), input_shas, key_extra)
         uri = output_uri(artifact_root, stage, key)
         manifest = existing_artifact(uri)
@@ -220,48 +178,11 @@ def evaluation_label(loss: str, params_yaml: str) -> str:
     return "gan-only" if loss == "none" else str(loss)
 
 
-# --------------------------------------------------------------------------- ingest's cache key
-def _hash_tree(path: Path, digest: "hashlib._Hash") -> int:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        rel = f.name if f == path else f.relative_to(path).as_posix()
-        digest.update(f"{rel}\0{f.stat().st_size}\0{lineage.sha256_file(f)}\n".encode())
-    return len(files)
-
-
-def _hash_s3(location: str, digest: "hashlib._Hash") -> int:
-    """Key, size and ETag of every object under the prefix (or the one object): content identity without a download."""
-    from skdd import s3
-
-    s3uri = s3.parse(location)
-    try:
-        objects, _ = s3.list_source(s3.client(s3uri), s3uri)
-    except Exception as exc:  # noqa: BLE001 - botocore errors become one line
-        raise s3._error(s3uri, "listing", exc) from None
-    for key, (size, etag) in sorted(objects.items()):
-        digest.update(f"{key}\0{size}\0{etag}\n".encode())
-    return len(objects)
-
-
-def _torchvision_resources(name: str) -> list:
-    from torchvision import datasets
-
-    if name == "cifar10":
-        return [[datasets.CIFAR10.url, datasets.CIFAR10.filename, datasets.CIFAR10.tgz_md5]]
-    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}.get(name)
-    if cls is None:
-        raise SkddError(f"torchvision source: no dataset named {name!r}")
-    return [[cls.mirrors[0] + filename, filename, md5] for filename, md5 in cls.resources]
-
-
 def source_fingerprint(params_yaml: str, options: Mapping[str, Any] | None = None) -> str:
-    """A hash of the dataset source's *content*, so ingest's cache key changes whenever the data does.
-
-    Local folder or file: every file's path, size and sha256. s3:// prefix: every object's key, size and ETag.
-    torchvision: the fixed download URLs and md5 sums (the download is verified against them).
-    Source and location are resolved exactly as ingest resolves them (preset, overrides, environment).
-    """
+    """ingest's cache key part for the data: `skdd.data.fingerprint` of the source, resolved exactly as ingest
+    resolves it (preset, overrides, environment)."""
     from skdd.config import load_stage_params
+    from skdd.data.fingerprint import source_fingerprint as fingerprint
     from skdd.stages import ingest
 
     with tempfile.TemporaryDirectory(prefix="skdd-params-") as tmp:
@@ -269,21 +190,4 @@ def source_fingerprint(params_yaml: str, options: Mapping[str, Any] | None = Non
         params_file.write_text(params_yaml)
         params = load_stage_params(ingest.IngestParams, "ingest", params_file, overrides_from(options))
     params = ingest.effective_params(params)
-    digest = hashlib.sha256(json.dumps({"source": params.source, "name": params.name}).encode())
-    if params.source == "torchvision":
-        digest.update(json.dumps(_torchvision_resources(params.name)).encode())
-        return f"sha256:{digest.hexdigest()}"
-    location = str(params.location)
-    try:
-        if location.startswith("s3://"):
-            count = _hash_s3(location, digest)
-        else:
-            path = Path(location).expanduser()
-            if not path.exists():
-                raise SkddError(f"{params.source} source not found: {path}")
-            count = _hash_tree(path, digest)
-    except OSError as exc:
-        raise SkddError(f"{location}: cannot read the dataset source ({one_line(exc)})") from None
-    if not count:
-        raise SkddError(f"{location}: the dataset source holds no files")
-    return f"sha256:{digest.hexdigest()}"
+    return fingerprint(params.source, params.name, str(params.location))

@@ -21,12 +21,13 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import skdd
 from skdd.errors import SkddError
-from skdd.storage import MANIFEST
+from skdd.layout import MANIFEST
 
+KEY_CHARS = 20              # hex characters of a content key
 SCHEMA_VERSION = 2          # 2: manifest_digest (and optional signature); 1 had neither
 DIGEST_FIELD, SIGNATURE_FIELD = "manifest_digest", "signature"
 SIGNING_KEY_ENV = "SKDD_SIGNING_KEY"
@@ -187,3 +188,46 @@ def file_problems(root: Path, manifest: dict[str, Any]) -> Iterator[str]:
             yield f"{path}: missing (listed in {root / MANIFEST})"
         elif path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             yield f"{path}: contents do not match the sha256 recorded in {root / MANIFEST}"
+
+
+# --------------------------------------------------------------------- content-addressed artifacts
+def content_key(stage: str, params: dict[str, Any], inputs: Mapping[str, str], extra: str = "") -> str:
+    """Where a stage's output lives in a content-addressed store (Kubeflow's `{root}/{stage}/{key}`): the same
+    stage, skdd version, params and input manifests give the same key, so a finished artifact is found again."""
+    blob = json.dumps({"stage": stage, "skdd": skdd.__version__, "params": params, "inputs": dict(inputs),
+                       "extra": extra}, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:KEY_CHARS]
+
+
+def _remote_manifest_exists(uri: str) -> bool:
+    from skdd import s3
+
+    s3uri = s3.parse(uri)
+    cli = s3.client(s3uri)
+    try:
+        cli.head_object(Bucket=s3uri.bucket, Key=s3uri.key(MANIFEST))
+        return True
+    except Exception as exc:  # noqa: BLE001 - botocore errors; a 404 means "not there yet"
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise s3._error(s3uri, "lookup", exc) from None
+
+
+def existing_artifact(uri: str) -> dict[str, Any] | None:
+    """The manifest of a complete artifact already at `uri` (re-verified), or None when there is none."""
+    if uri.startswith("s3://"):
+        if not _remote_manifest_exists(uri):
+            return None
+        from skdd import storage
+
+        path = storage.input_dir(uri)
+    else:
+        path = Path(uri)
+        if not (path / MANIFEST).is_file():
+            return None
+    try:
+        return verify_artifact(path)
+    except SkddError as exc:
+        raise SkddError(f"{uri}: an artifact exists at this content key but fails verification ({exc}); "
+                        "delete it to recompute") from None

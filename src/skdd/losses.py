@@ -1,6 +1,6 @@
 """Losses of the CGAN (WGAN-GP + auxiliary classifier) and of the logit matching.
 
-The matching losses follow ALGORITHM.md §2-3: the SKD loss mirrors logit-standardized KD's
+The matching losses follow docs/method.md §1.5: the SKD loss mirrors logit-standardized KD's
 `kd_loss` with real images as teacher and synthetic images as student, so its conventions
 (unbiased std, +1e-7, KL(real || syn), sum over classes, mean over batch, τ² inside) are
 theirs. `dim-mse` reproduces DiM's code, which matches log-probabilities, not logits.
@@ -8,12 +8,13 @@ theirs. `dim-mse` reproduces DiM's code, which matches log-probabilities, not lo
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 STD_EPS = 1e-7
-MATCH_LOSSES = ("skd", "skd-nostand", "dim-mse", "none")
 
 
 def standardize(logits: Tensor, eps: float = STD_EPS) -> Tensor:
@@ -44,15 +45,22 @@ def dim_mse_loss(logits_real: Tensor, logits_syn: Tensor) -> Tensor:
     return diff.pow(2).mean()
 
 
+# distill's `loss` modes -> the matching term before λ, (logits_real, logits_syn, tau) -> loss; `none` trains the
+# GAN alone for the same steps (the control). The one table of the paper's loss and its ablations.
+MATCH_LOSSES: dict[str, Callable[[Tensor, Tensor, float], Tensor] | None] = {
+    "skd": lambda real, syn, tau: skd_loss(real, syn, tau, standardized=True),
+    "skd-nostand": lambda real, syn, tau: skd_loss(real, syn, tau, standardized=False),
+    "dim-mse": lambda real, syn, tau: dim_mse_loss(real, syn),
+    "none": None,
+}
+
+
 def match_loss(mode: str, logits_real: Tensor, logits_syn: Tensor, tau: float) -> Tensor:
-    """The matching term before λ: the one switch between the paper's loss and its ablations."""
-    if mode == "skd":
-        return skd_loss(logits_real, logits_syn, tau, standardized=True)
-    if mode == "skd-nostand":
-        return skd_loss(logits_real, logits_syn, tau, standardized=False)
-    if mode == "dim-mse":
-        return dim_mse_loss(logits_real, logits_syn)
-    raise ValueError(f"no matching loss for mode {mode!r}")
+    """The matching term of loss mode `mode`, before λ."""
+    fn = MATCH_LOSSES.get(mode)
+    if fn is None:
+        raise ValueError(f"no matching loss for mode {mode!r}")
+    return fn(logits_real, logits_syn, tau)
 
 
 def generator_adv_loss(src_fake: Tensor, cls_fake: Tensor, labels: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Distribution matching (DM, Zhao & Bilen 2023; ALGORITHM.md 5.4): the loss `refine` lowers.
+"""Distribution matching (DM, Zhao & Bilen 2023; docs/method.md §3.8): the loss `refine` lowers.
 
 Per class, the mean embedding of a real batch and of the synthetic images, under a freshly initialised
 (random) network, should agree; the loss is the sum over classes of the squared distance between the two

@@ -6,8 +6,8 @@
     skdd pipeline submit --host URL [--package FILE] [--experiment NAME] [--run-name NAME]
                          [--param KEY=VALUE ...] [--preset FILE] [--namespace NS] [--no-cache] [--dry-run]
 
-The pipeline and its components live in the source checkout (`pipelines/`, `components/` beside `src/`);
-`compile` imports them from there. The committed `pipelines/skdd_pipeline.yaml` is `compile`'s output for the
+The pipeline and its components live at the top of the repository (`pipelines/`, `components/` beside `src/`)
+and are installed with skdd as packages of their own, so both commands work from an installed package. The committed `pipelines/skdd_pipeline.yaml` is `compile`'s output for the
 default image and flags (regenerate: `skdd pipeline compile --output pipelines/skdd_pipeline.yaml`).
 `submit` sends a compiled package through `kfp.Client`; every `--param` is checked against the package's
 inputs and, where it sets a stage param, against that param's rules, before anything is sent. Errors are one
@@ -29,14 +29,13 @@ from typing import Any
 
 import yaml
 
-import skdd
 from skdd import lineage
 from skdd.errors import SkddError, one_line
 from skdd.stages.registry import STAGES
 
 GPU_CAPABLE = tuple(name for name, spec in STAGES.items() if spec.gpu)
 DEFAULT_GPU_STAGES = ("distill", "refine")
-PRESET_STAGES = ("ingest", "teacher", "pretrain", "distill", "sample", "refine", "evaluate", "report")
+PRESET_STAGES = tuple(name for name, spec in STAGES.items() if spec.component)   # what the pipeline runs
 # pipeline parameter -> the stage params it sets (what the components pass as --set overrides)
 PARAM_TARGETS: dict[str, list[tuple[str, str]]] = {
     "dataset_source": [("ingest", "source")],
@@ -59,7 +58,7 @@ def add_parser(sub: Any) -> None:
                    help="container image of every component (default: $SKDD_IMAGE, else ghcr.io/skdd/skdd:<version>)")
     c.add_argument("--output", "-o", default="skdd_pipeline.yaml", help="where to write (default: %(default)s)")
     c.add_argument("--params", default=None, metavar="FILE",
-                   help="preset whose text is the params_yaml default (default: the checkout's params.yaml)")
+                   help="preset whose text is the params_yaml default (default: params.yaml in the current folder)")
     c.add_argument("--gpu-stages", default=",".join(DEFAULT_GPU_STAGES), metavar="STAGES",
                    help=f"comma-separated stages that request a GPU, from {', '.join(GPU_CAPABLE)} "
                         "(default: %(default)s; 'none' for none)")
@@ -82,7 +81,7 @@ def add_parser(sub: Any) -> None:
     s = psub.add_parser("submit", help="submit a run of the compiled pipeline through kfp.Client")
     s.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8080")
     s.add_argument("--package", default=None, metavar="FILE",
-                   help="compiled pipeline (default: the checkout's pipelines/skdd_pipeline.yaml)")
+                   help="compiled pipeline (default: the committed pipelines/skdd_pipeline.yaml, installed with skdd)")
     s.add_argument("--experiment", default="skdd", help="experiment name (created if missing; default: %(default)s)")
     s.add_argument("--run-name", default=None, help="run name (default: 'skdd <date time>')")
     s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -105,26 +104,27 @@ def main(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------- shared
-def checkout_root() -> Path:
-    """The source checkout holding components/ and pipelines/ (skdd installed editable from it)."""
-    root = Path(skdd.__file__).resolve().parents[2]
-    if (root / "components" / "__init__.py").is_file() and (root / "pipelines" / "skdd_pipeline.py").is_file():
-        return root
-    raise SkddError("skdd pipeline needs a source checkout (components/ and pipelines/ beside src/); "
-                    "run it from a `pip install -e .` of the repository")
+def committed_package() -> Path:
+    """The compiled pipeline shipped with the `pipelines` package (the committed `pipelines/skdd_pipeline.yaml`)."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("pipelines") / "skdd_pipeline.yaml"))
+    except ModuleNotFoundError:
+        raise SkddError("the skdd pipelines package is not installed: pip install 'skdd[pipeline]'") from None
 
 
 def pipeline_module():
+    """`pipelines.skdd_pipeline`, installed with skdd (no source checkout needed)."""
     try:
         import kfp  # noqa: F401
         import kfp.kubernetes  # noqa: F401
     except ImportError:
         raise SkddError("skdd pipeline needs kfp and kfp-kubernetes: pip install 'skdd[pipeline]'") from None
-    root = str(checkout_root())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from pipelines import skdd_pipeline
-
+    try:
+        from pipelines import skdd_pipeline
+    except ModuleNotFoundError:
+        raise SkddError("the skdd pipelines package is not installed: pip install 'skdd[pipeline]'") from None
     return skdd_pipeline
 
 
@@ -137,7 +137,6 @@ def read_preset(path: str | Path) -> str:
 
 
 def check_sections(content: dict[str, Any], where: str) -> None:
-    from skdd.cli import stage_entry
     from skdd.config import from_dict
 
     for stage in PRESET_STAGES:
@@ -145,7 +144,7 @@ def check_sections(content: dict[str, Any], where: str) -> None:
         if not isinstance(section, dict):
             raise SkddError(f"{where}: section '{stage}' must be a mapping")
         try:
-            from_dict(stage_entry(stage)[0], section, stage)
+            from_dict(STAGES[stage].params_class(), section, stage)
         except SkddError as exc:
             raise SkddError(f"{where}: {exc}") from None
 
@@ -177,7 +176,9 @@ def compile_command(args: argparse.Namespace) -> int:
     from skdd.image import default_image
 
     mod = pipeline_module()
-    params_path = Path(args.params) if args.params else checkout_root() / "params.yaml"
+    params_path = Path(args.params or "params.yaml")
+    if not params_path.is_file():
+        raise SkddError(f"--params: {params_path} not found (default: params.yaml in the current folder)")
     params_text = read_preset(params_path)
     stages = () if args.gpu_stages.strip() == "none" else tuple(s.strip() for s in args.gpu_stages.split(",") if s.strip())
 
@@ -243,7 +244,6 @@ def _coerce(name: str, raw: str, kind: str) -> Any:
 
 def check_against_params(arguments: dict[str, Any], params_text: str) -> None:
     """Apply the stage-param arguments to the preset and validate each touched stage as the component will."""
-    from skdd.cli import stage_entry
     from skdd.config import from_dict
 
     try:
@@ -267,13 +267,13 @@ def check_against_params(arguments: dict[str, Any], params_text: str) -> None:
             for item in (value if name == "ipc_list" else [value]):
                 section = dict(content.get(stage) or {}, **{key: item})
                 try:
-                    from_dict(stage_entry(stage)[0], section, stage)
+                    from_dict(STAGES[stage].params_class(), section, stage)
                 except SkddError as exc:
                     raise SkddError(f"--param {name}: {exc}") from None
 
 
 def submit_plan(args: argparse.Namespace) -> dict[str, Any]:
-    package = Path(args.package) if args.package else checkout_root() / "pipelines" / "skdd_pipeline.yaml"
+    package = Path(args.package) if args.package else committed_package()
     inputs = package_inputs(package)
     arguments: dict[str, Any] = {}
     if args.preset:

@@ -3,7 +3,7 @@
 DiM (and, by all signs, the SKD paper) draws one architecture per epoch, initializes it from
 scratch and trains it with SGD on real batches (16 steps before each generator step), so the
 logits it compares carry class information that grows over the epoch. `sampling: step` instead
-keeps one live model per architecture and draws among them every step (ALGORITHM.md §2,
+keeps one live model per architecture and draws among them every step (docs/method.md §1.4,
 "pre-warmed models"), each still trained online.
 """
 

@@ -21,19 +21,19 @@ the local cache does not outlive a preempted pod; the mirror is deleted once the
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from skdd.errors import SkddError
+from skdd.layout import MANIFEST, STAGING_SUFFIX, swap_into_place
 
 if TYPE_CHECKING:
     from skdd.checkpoint import Checkpointer
 
-MANIFEST = "manifest.json"
-STAGING_SUFFIX = ".partial"
+__all__ = ["MANIFEST", "STAGING_SUFFIX", "checkpointer", "input_dir", "local_path", "publish", "staged_output",
+           "staging_dir", "swap_into_place"]
 
 
 def _is_s3(uri: str | Path) -> bool:
@@ -117,13 +117,3 @@ def publish(stage: Path, final: Path) -> None:
     """Swap the staging folder into place; checkpoints are dropped as the artifact is now complete."""
     shutil.rmtree(stage / "checkpoints", ignore_errors=True)
     swap_into_place(stage, final)
-
-
-def swap_into_place(new: Path, final: Path) -> None:
-    """Replace folder `final` by `new` with renames only: readers see the old or the new, never a mix."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = final.with_name(f"{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(new, final)
-    shutil.rmtree(old, ignore_errors=True)

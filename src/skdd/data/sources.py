@@ -27,7 +27,8 @@ from skdd.data.cifar_pickle import cifar_batch, cifar_meta
 from skdd.errors import SkddError, one_line
 
 KINDS = ("idx", "cifar-python", "imagefolder", "npz", "torchvision")
-TORCHVISION_NAMES = ("mnist", "fashion-mnist", "cifar10")
+# skdd's dataset name -> torchvision's class (its download URLs and checksums are the ones used)
+TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
 FASHION_MNIST_CLASSES = [
@@ -413,26 +414,41 @@ def _read_npz_source(path: Path, name: str | None) -> tuple[Splits, list[Path]]:
 
 
 # -------------------------------------------------------------------------------------- torchvision
+def torchvision_class(name: str | None):
+    """torchvision's dataset class for one of skdd's names (only its URLs and checksums are used)."""
+    if name not in TORCHVISION:
+        raise SkddError(f"torchvision source: name must be one of {', '.join(TORCHVISION)}, got {name!r}")
+    from torchvision import datasets
+
+    return getattr(datasets, TORCHVISION[name])
+
+
+def torchvision_resources(name: str) -> list[list[str]]:
+    """[url, filename, md5] of every file the torchvision source downloads for `name`."""
+    cls = torchvision_class(name)
+    if hasattr(cls, "tgz_md5"):
+        return [[cls.url, cls.filename, cls.tgz_md5]]
+    return [[cls.mirrors[0] + filename, filename, md5] for filename, md5 in cls.resources]
+
+
 def _read_torchvision(root: Path, name: str | None) -> tuple[Splits, list[Path]]:
     """Download with torchvision's own URLs and checksums, then parse with the readers above.
 
     torchvision's dataset classes would unpickle CIFAR with plain `pickle` and extract archives to
     disk; fetching the same verified files and reading them here keeps one safe parser per format.
     """
-    if name not in TORCHVISION_NAMES:
-        raise SkddError(f"torchvision source: name must be one of {', '.join(TORCHVISION_NAMES)}, got {name!r}")
+    cls = torchvision_class(name)
     try:
         from torchvision import datasets
         from torchvision.datasets.utils import check_integrity, download_url
 
         root.mkdir(parents=True, exist_ok=True)
-        if name == "cifar10":
-            archive = root / datasets.CIFAR10.filename
-            if not check_integrity(str(archive), datasets.CIFAR10.tgz_md5):
-                download_url(datasets.CIFAR10.url, str(root), datasets.CIFAR10.filename, datasets.CIFAR10.tgz_md5)
+        if cls is datasets.CIFAR10:
+            archive = root / cls.filename
+            if not check_integrity(str(archive), cls.tgz_md5):
+                download_url(cls.url, str(root), cls.filename, cls.tgz_md5)
             target = archive
         else:
-            cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
             raw = root / cls.__name__ / "raw"
             raw.mkdir(parents=True, exist_ok=True)
             for filename, md5 in cls.resources:

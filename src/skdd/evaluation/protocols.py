@@ -1,7 +1,7 @@
 """The two evaluation protocols: strict DC/DSA fixed-set training, and DiM's on-the-fly generator protocol.
 
 Both train a freshly initialised classifier and test it on the real test set; they differ in what the
-classifier trains on and in what is reported (ALGORITHM.md 1.7, 4.4, 7.8):
+classifier trains on and in what is reported (docs/method.md §2.1-2.3):
 
 * `train_strict` (the honest default, DC/DSA `evaluate_synset`): a FIXED training set, DSA augmentation
   per sample on every minibatch, SGD with one lr decay half-way, test once at the end in eval mode and

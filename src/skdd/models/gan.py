@@ -1,7 +1,7 @@
 """DiM's conditional WGAN-GP pair (vimar-gu/DiM `gan_model.py`, from richardkxu/GANs-on-CIFAR10).
 
 The SKD method distils a dataset *into this generator*, so the layers follow the reference exactly
-(see ALGORITHM.md 1.2); only the hard-coded 10 classes and 196 channels became arguments.
+(see docs/method.md §1.2); only the hard-coded 10 classes and 196 channels became arguments.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The two ResNet families the SKD experiments may refer to (ALGORITHM.md 1.4 and 4.2).
+"""The two ResNet families the SKD experiments may refer to (docs/method.md §1.4 and §2.5).
 
 `resnet10/18` are DiM's (vimar-gu/DiM `models/resnet.py`): BatchNorm, a narrow 32..256 CIFAR-style
 net on 32x32 and an ImageNet-style 64..512 net with a 7x7 stem and max-pool on 28x28. They form

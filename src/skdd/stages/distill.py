@@ -1,4 +1,4 @@
-"""Stage 3: fine-tune the pretrained generator with L_CGAN + λ·τ²·L_SKD (ALGORITHM.md §1.4-1.5, §2-3).
+"""Stage 3: fine-tune the pretrained generator with L_CGAN + λ·τ²·L_SKD (docs/method.md §1.3-1.5, choices §1.9).
 
 Per generator step: the pool model takes `pool_steps` SGD steps on real batches; the real batch and
 a synthetic batch with the *same labels* (pair i is class y_i on both sides) get the same siamese
@@ -24,7 +24,7 @@ from skdd.data.batches import EpochBatcher, Pixels
 from skdd.device import DEVICES, autocast, prepare_module, resolve_device, seed_everything
 from skdd.errors import SkddError
 from skdd.ema import GeneratorEMA
-from skdd.gan import load_ema_state, load_gan, save_gan
+from skdd.gan_artifact import load_ema_state, load_gan, save_gan
 from skdd.losses import MATCH_LOSSES, match_loss
 from skdd.models import list_models
 from skdd.pool import ModelPool
@@ -52,7 +52,7 @@ class DistillParams:
     beta1: float = param(0.0, ge=0, le=1)
     beta2: float = param(0.9, ge=0, le=1)
     gp_weight: float = param(10.0, ge=0)
-    loss: str = param("skd", choices=MATCH_LOSSES)
+    loss: str = param("skd", choices=tuple(MATCH_LOSSES))
     lambda_skd: float | None = param(None, ge=0, help="null: the paper's value for the dataset (lambda_mode fixed)")
     lambda_mode: str = param("fixed", choices=("fixed", "balanced"),
                              help="balanced: λ set every step so the matching gradient at G's output is target_ratio "
@@ -101,7 +101,7 @@ class Distiller:
         # G's moving average (off when ema_decay is null); `ema_init`: the input artifact's average, else G
         self.ema = GeneratorEMA(g, params.ema_decay, init=ema_init) if params.ema_decay is not None else None
         self.train, self.device, self.lam = train, device, lam
-        self.matching = params.loss != "none"
+        self.matching = MATCH_LOSSES[params.loss] is not None
         self.pool = ModelPool(params.pool, params.pool_sampling, in_channels=spec.in_channels,
                               num_classes=spec.num_classes, image_size=spec.image_size, width=params.pool_width,
                               lr=params.pool_lr, momentum=params.pool_momentum,

@@ -12,7 +12,7 @@ Inputs:
         random labels, generator in eval mode (G's moving average when the artifact has one). (The Python API
         also accepts it as `inputs["gan"]`.)
 
-Protocols (ALGORITHM.md 4.4 and 1.7; `skdd.evaluation.protocols`):
+Protocols (docs/method.md §2.1-2.2; `skdd.evaluation.protocols`):
   * `strict` ("strict (DC/DSA, last epoch)"): each architecture trained from scratch on the fixed set, per-sample
     DSA augmentation, SGD(lr, momentum, wd), batch `batch_size`, `epochs` epochs with lr x0.1 half-way, tested once
     at the end in eval() mode on the whole test set;
@@ -24,13 +24,7 @@ Trial t uses seed `seed + t` (model init, shuffling, augmentation, and for `dim`
 Output (kind "evaluation"): `metrics.json` (machine-readable, schema below), `report.md` (the table in the paper's
 layout, protocol in the heading), `accuracy.png` (accuracy per architecture with ± std error bars), manifest.
 
-metrics.json: {"schema", "label", "dataset", "num_classes", "ipc" (int, or null for the full training set),
-"protocol", "protocol_label", "training_set", "train_images", "test_images", "epochs", "batch_size", "lr",
-"momentum", "weight_decay", "augment", "width", "trials", "seeds", "device", "unit": "percent",
-"std": "population (ddof=0, ...)", "wall_seconds", "generator_weights" (dim: "ema" when the GAN artifact has G's
-moving average, which is then sampled, else "raw"; strict: null), "architectures": {arch: {"accuracies": [% per trial],
-"mean", "std", "seeds", "wall_seconds", "trials": [{"trial", "seed", "accuracy", "train_loss", "wall_seconds",
-(dim:) "checks": [[epoch, %], ...], "best_epoch", "final_accuracy"}]}}}.
+metrics.json: `skdd.evaluation.schema.EvaluationMetrics` (typed, and checked against real runs by the tests).
 
 Resume: the staging folder holds a `Checkpointer` (`<out>.partial/checkpoints`) keyed on the params and the
 inputs' manifests. Every `checkpoint_every_epochs` epochs the running trial's model, optimizer and RNG state are
@@ -51,7 +45,7 @@ import torch
 
 from skdd import checkpoint as ckpt_mod
 from skdd import lineage, storage
-from skdd import metrics as telemetry
+from skdd import telemetry
 from skdd.augment import DiffAug, dsa_strategy_for
 from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import Pixels
@@ -73,14 +67,14 @@ from skdd.evaluation.report import (
     mean_std,
     plot_architectures,
 )
-from skdd.gan import load_sampling_generator, noise
+from skdd.evaluation.schema import METRICS_SCHEMA, DimTrial, EvaluationMetrics, Trial
+from skdd.gan_artifact import load_sampling_generator, noise
 from skdd.models import check_classifier_param
 from skdd.stages.common import load_dataset, open_input
 
 PROTOCOLS = ("strict", "dim")
 PAPER_DIM_BATCH = {1: 32, 10: 64, 50: 128}   # SKD paper: batch 32/64/128 for IPC 1/10/50
 DEFAULT_DIM_BATCH = 64
-METRICS_SCHEMA = "skdd.evaluation/1"
 
 
 @dataclass
@@ -272,7 +266,7 @@ def _percent(acc: float) -> float:
     return round(100.0 * acc, 6)
 
 
-def _trial_record(result: dict, trial: int, wall: float) -> dict:
+def _trial_record(result: dict, trial: int, wall: float) -> Trial | DimTrial:
     rec = {"trial": trial, "seed": result["seed"], "accuracy": _percent(result["accuracy"]),
            "train_loss": result["train_loss"], "wall_seconds": round(wall, 3)}
     if result["protocol"] == "dim":
@@ -334,7 +328,7 @@ def run_trials(params: EvaluateParams, training: _Training, test: ImageDataset, 
 
 # ------------------------------------------------------------------------------------------------- stage
 def build_metrics(params: EvaluateParams, training: _Training, real, test: ImageDataset, records: list[dict],
-                  augment: str, device: torch.device) -> dict:
+                  augment: str, device: torch.device) -> EvaluationMetrics:
     archs: dict[str, Any] = {}
     for arch in params.architectures:
         trials = [{k: v for k, v in r.items() if k != "arch"} for r in records if r["arch"] == arch]

@@ -31,10 +31,9 @@ from skdd import lineage, storage
 from skdd.config import as_dict, param, params_hash
 from skdd.data.dataset import ImageDataset
 from skdd.data.parquet import write_shards
-from skdd.data.sources import read_source
+from skdd.data.sources import KINDS, read_source
 from skdd.errors import SkddError
 
-SOURCES = ("torchvision", "idx", "cifar-python", "imagefolder", "npz")
 LOCATION_ENV = "SKDD_DATA_LOCATION"
 SOURCE_ENV = "SKDD_DATA_SOURCE"
 
@@ -42,7 +41,7 @@ SOURCE_ENV = "SKDD_DATA_SOURCE"
 @dataclass
 class IngestParams:
     name: str = param("mnist", help="dataset name: mnist, fashion-mnist, cifar10, or your own")
-    source: str = param("torchvision", choices=SOURCES, help=f"${SOURCE_ENV} overrides")
+    source: str = param("torchvision", choices=KINDS, help=f"${SOURCE_ENV} overrides")
     location: str = param("data/downloads", help=f"folder, file or s3:// prefix of the source (torchvision: "
                                                  f"the download folder); ${LOCATION_ENV} overrides")
     rows_per_shard: int = param(20000, ge=1)
@@ -54,8 +53,8 @@ class IngestParams:
 def effective_params(params: IngestParams) -> IngestParams:
     """The params with the environment's overrides applied: what the manifest must record."""
     source = os.environ.get(SOURCE_ENV) or params.source
-    if source not in SOURCES:
-        raise SkddError(f"${SOURCE_ENV}={source!r}: expected one of {', '.join(SOURCES)}")
+    if source not in KINDS:
+        raise SkddError(f"${SOURCE_ENV}={source!r}: expected one of {', '.join(KINDS)}")
     return replace(params, source=source, location=os.environ.get(LOCATION_ENV) or params.location)
 
 
@@ -65,9 +64,9 @@ def read_any(kind: str, location: str, name: str) -> tuple:
         if kind == "torchvision":
             raise SkddError(f"{location}: the torchvision source downloads from the internet; "
                             "for a copy in S3 name its format (idx, cifar-python, imagefolder, npz)")
-        from skdd import s3
+        from skdd.data.s3_sources import fetch_source
 
-        local, origin = s3.fetch_source(location)
+        local, origin = fetch_source(location)
         splits, files = read_source(kind, str(local), name=name)
         return splits, [(origin.get(str(Path(f)), str(f)), Path(f)) for f in files]
     splits, files = read_source(kind, location, name=name)

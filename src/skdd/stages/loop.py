@@ -7,7 +7,7 @@ import time
 from typing import Any, Protocol
 
 from skdd import checkpoint as ckpt_mod
-from skdd import metrics
+from skdd import telemetry
 from skdd.guard import Diverged, check_losses, check_weights
 from skdd.progress import Progress
 
@@ -39,8 +39,8 @@ def run_steps(trainer: Trainable, *, name: str, ckpts: ckpt_mod.Checkpointer, st
         ckpts.clear()
     t0 = time.perf_counter()
     progress = Progress(steps, name, start=start, every=log_every, images_per_step=images_per_step)
-    metrics.set_planned(steps)
-    metrics.report_step(start, {})
+    telemetry.set_planned(steps)
+    telemetry.report_step(start, {})
     last_good = start
     try:
         for step in range(start + 1, steps + 1):
@@ -49,7 +49,7 @@ def run_steps(trainer: Trainable, *, name: str, ckpts: ckpt_mod.Checkpointer, st
             if step % log_every == 0 or step == steps or "grad_ratio" in losses:   # a measured step is always kept
                 curves.append({"step": step, **losses})
             progress.update(step, **{k: v for k, v in losses.items() if isinstance(v, float)})
-            metrics.report_step(step, losses, progress.rate(step))   # in memory only: pushing is another thread's
+            telemetry.report_step(step, losses, progress.rate(step))   # in memory only: pushing is another thread's
             if step % checkpoint_every == 0 and step < steps:
                 check_weights(name, step, trainer.modules())
                 ckpts.save(step, trainer.modules(), trainer.optimizers(), tensors=trainer.state_tensors(),

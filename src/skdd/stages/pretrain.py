@@ -17,7 +17,7 @@ from skdd.data.batches import EpochBatcher, Pixels
 from skdd.errors import SkddError
 from skdd.device import DEVICES, prepare_module, resolve_device, seed_everything
 from skdd.ema import GeneratorEMA
-from skdd.gan import GanSpec, save_gan
+from skdd.gan_artifact import GanSpec, save_gan
 from skdd.adversarial import critic_augmentation, gan_step
 from skdd.stages.common import load_dataset
 from skdd.stages.curves import write_curves

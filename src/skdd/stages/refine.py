@@ -30,7 +30,7 @@ from skdd.data.dataset import ImageDataset
 from skdd.data.parquet import write_shards
 from skdd.device import DEVICES, prepare_module, resolve_device, seed_everything
 from skdd.errors import SkddError
-from skdd.gan import load_sampling_generator
+from skdd.gan_artifact import load_sampling_generator
 from skdd.matching import dm_loss
 from skdd.models import check_classifier_param, create_model
 from skdd.stages.common import load_dataset, open_input

@@ -33,7 +33,7 @@ from skdd.data.parquet import write_shards
 from skdd.device import DEVICES, resolve_device, seed_everything
 from skdd.errors import SkddError
 from skdd.evaluation.selection import SELECTIONS, select_candidates
-from skdd.gan import load_sampling_generator, noise
+from skdd.gan_artifact import load_sampling_generator, noise
 from skdd.stages.common import open_input
 
 GRID_COLUMNS = 10

@@ -1,6 +1,6 @@
 """Prometheus metrics of one stage run: pushed to a Pushgateway, or written to `<out>/metrics.prom`.
 
-`skdd.cli.run_stage` wraps every stage in `stage_metrics(stage, output)`, so every stage reports its
+`skdd.stages.registry.run_stage` wraps every stage in `stage_metrics(stage, output)`, so every stage reports its
 duration and status; the long loops (`stages.loop.run_steps` for pretrain/distill, `stages.evaluate`) add
 progress and results through the module functions `set_planned`, `report_step` and `report_accuracy`,
 which are cheap no-ops outside a stage context (benchmarks, unit tests). The step loop only updates

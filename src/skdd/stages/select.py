@@ -1,7 +1,7 @@
 """`skdd select`: a baseline subset of the real training set (random, herding or k-center) as a dataset artifact.
 
 The subset is written in the Parquet schema of `ingest`/`sample` (train split only), so `evaluate` and `export`
-treat a baseline exactly like a synthetic set. Selection follows ALGORITHM.md 5.1-5.3:
+treat a baseline exactly like a synthetic set. Selection follows docs/method.md §2.4:
 
 * `random`: `ipc` images per class uniformly without replacement (seeded);
 * `herding` / `kcenter`: greedy selections per class on the penultimate-layer features (`model.embed`) of the
