@@ -157,7 +157,7 @@ class Runner:
             return
         k = ds["d"] / f"ipc{ipc}"
         for seed in self.preset["gan_seeds"]:
-            for loss, gname in (("none", "gan-only"), ("skd", "skd")):
+            for loss, gname in (("gan-only", "gan-only"), ("skd", "skd")):
                 gpath = self.stage("distill", ds["d"] / f"seed{seed}" / f"distill-{loss}",
                                    {"dataset": ds["data"], "gan": self.gan(ds, seed)}, [f"loss={loss}", f"seed={seed}"])
                 self.refined_row(ds["cells"], ds["data"], ds["teacher"], k, ipc, seed, gname, gpath)

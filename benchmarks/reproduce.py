@@ -12,7 +12,7 @@ sweep; every stage's params are the preset's `base` params file, then the preset
 what the cell needs. What runs:
 
 * loss modes skd / skd-nostand / dim-mse: `distill loss=<mode>`; cgan-only: the pretrained GAN itself, no distill;
-  the GAN-only control: `distill loss=none` (same generator steps, no matching); λ sweep: `distill loss=skd
+  the GAN-only control: `distill loss=gan-only` (same generator steps, no matching); λ sweep: `distill loss=skd
   lambda_skd=<multiplier × the paper's λ>` (×1 is the skd cell itself);
 * protocol strict: `sample ipc=K` (or `select method=M ipc=K` for a baseline, or the dataset itself for `full`) then
   `evaluate protocol=strict`; protocol dim: `evaluate protocol=dim ipc=K` on the GAN artifact (baselines have no
@@ -287,7 +287,7 @@ class Plan:
             generators.append((loss, None if loss == "cgan-only" else 1,
                                gan if loss == "cgan-only" else distill(loss)))
         if p["gan_only_control"]:
-            generators.append(("gan-only", None, distill("none")))
+            generators.append(("gan-only", None, distill("gan-only")))
         sweep = [m for m in p["lambda_sweep"] if m != 1]
         for ipc in p["ipc"]:
             def sampled(gan_key: str) -> str:
@@ -576,7 +576,7 @@ class Runner:
             walls = [s["wall_seconds"] for s in stages.values()]
             if distill_key:
                 dm = (self.manifest(distill_key) or {})
-                if base["loss"] != "none":
+                if base["loss"] != "gan-only":
                     base["lambda"] = (dm.get("resolved") or {}).get("lambda")
                 base["grad_ratio_median"] = (dm.get("metrics") or {}).get("grad_ratio_median")
             ev = stages["evaluate"]
@@ -594,7 +594,7 @@ class Runner:
             m = self.manifest(key) or {}
             params, met = m.get("params") or {}, m.get("metrics") or {}
             distills.append({"output": key, "dataset": node.dataset, "loss": params.get("loss"),
-                             "lambda": None if params.get("loss") == "none" else (m.get("resolved") or {}).get(
+                             "lambda": None if params.get("loss") == "gan-only" else (m.get("resolved") or {}).get(
                                  "lambda"),
                              "steps": params.get("steps"), "grad_norm_every": params.get("grad_norm_every"),
                              "grad_ratio_median": met.get("grad_ratio_median"),
@@ -676,8 +676,8 @@ def estimate(runner: Runner) -> dict:
         elif node.stage == "pretrain":
             s = p.steps * cm["pretrain_step"]
         elif node.stage == "distill":
-            s = p.steps * (cm["distill_step_none"] if p.loss == "none" else cm["distill_step"])
-            if p.loss != "none" and p.grad_norm_every:
+            s = p.steps * (cm["distill_step_none"] if p.loss == "gan-only" else cm["distill_step"])
+            if p.loss != "gan-only" and p.grad_norm_every:
                 s *= 1 + cm.get("grad_norm_extra", 0.0) / p.grad_norm_every
         elif node.stage in ("sample", "select", "teacher"):
             s = cm.get(node.stage, 0.0)

@@ -13,7 +13,7 @@ come from, and the default preset text. What is chosen per run (pipeline paramet
   dataset_location  ingest.location (a folder, file or s3:// prefix; torchvision: the download folder)
   dataset_name      ingest.name
   ipc_list          images per class: one sample + evaluate per entry (default: the preset's sample.ipc)
-  loss              distill.loss: skd | skd-nostand | dim-mse | none (GAN-only control)
+  loss              distill.loss: skd | skd-nostand | dim-mse | gan-only (the control: no matching term)
   architectures     evaluate.architectures
   device            the device param of pretrain, distill, sample, evaluate (auto | cpu | cuda)
   s3_endpoint_url   an S3-compatible endpoint (SKDD_S3_ENDPOINT_URL); not a secret

@@ -40,7 +40,7 @@ def test_matching_gradient_reaches_generator_only(loss):
 
 
 def test_gan_only_control_never_builds_a_pool():
-    distiller, _ = tiny_distiller(loss="none")
+    distiller, _ = tiny_distiller(loss="gan-only")
     losses = distiller.step()
     assert "loss_match" not in losses and distiller.pool.live == {}
 

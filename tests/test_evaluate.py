@@ -408,7 +408,7 @@ def test_default_labels_name_the_baseline():
     label = evaluate_stage.generator_label
     assert label({"stage": "distill", "params": {"loss": "skd"}}) == "skd"
     assert label({"stage": "distill", "params": {"loss": "skd-nostand"}}) == "skd-nostand"
-    assert label({"stage": "distill", "params": {"loss": "none"}}) == "gan-only"
+    assert label({"stage": "distill", "params": {"loss": "gan-only"}}) == "gan-only"
     assert label({"stage": "pretrain", "params": {}}) == "pretrained GAN"
 
 

@@ -461,10 +461,10 @@ def test_fingerprint_follows_folder_contents(tmp_path, no_data_env):
 
 
 def test_step_options_and_labels():
-    assert kfp_steps.overrides_from({"ipc": 10.0, "loss": "none", "device": "", "architectures": [],
+    assert kfp_steps.overrides_from({"ipc": 10.0, "loss": "gan-only", "device": "", "architectures": [],
                                      "pool": ["convnet3"], "lr": 0.5}) == [
-        "ipc=10", 'loss="none"', 'pool=["convnet3"]', "lr=0.5"]
-    assert kfp_steps.evaluation_label("none", "") == "gan-only"
+        "ipc=10", 'loss="gan-only"', 'pool=["convnet3"]', "lr=0.5"]
+    assert kfp_steps.evaluation_label("gan-only", "") == "gan-only"
     assert kfp_steps.evaluation_label("", "distill:\n  loss: dim-mse\n") == "dim-mse"
     assert kfp_steps.evaluation_label("", "") == "skd"
     with pytest.raises(SkddError, match="no skdd artifact URI"):

@@ -85,7 +85,7 @@ def test_curves_written(chain):
 def test_gan_only_control_skips_matching(chain, tmp_path):
     out = tmp_path / "ganonly"
     manifest = run_stage("distill", output=str(out), inputs={"dataset": str(chain["data"]), "gan": str(chain["gan"])},
-                         overrides=TINY_DISTILL + ["steps=2", "loss=none"])
+                         overrides=TINY_DISTILL + ["steps=2", "loss=gan-only"])
     assert manifest["metrics"]["pool_draws"] == {}
     assert "loss_match" not in (out / "curves.csv").read_text()
 

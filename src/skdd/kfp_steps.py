@@ -165,7 +165,7 @@ def _run_step(stage: str, outputs: Mapping[str, Any], *, params_yaml: str, artif
 
 
 def evaluation_label(loss: str, params_yaml: str) -> str:
-    """The row label of an evaluation, as dvc.yaml names them: the loss mode, `gan-only` for `none`."""
+    """The row label of an evaluation, as dvc.yaml names them: the distill loss mode."""
     if not loss:
         import yaml
 
@@ -175,7 +175,7 @@ def evaluation_label(loss: str, params_yaml: str) -> str:
             raise SkddError("params_yaml: not valid YAML") from None
         section = preset.get("distill") if isinstance(preset, dict) else None
         loss = (section or {}).get("loss") or "skd"
-    return "gan-only" if loss == "none" else str(loss)
+    return str(loss)
 
 
 def source_fingerprint(params_yaml: str, options: Mapping[str, Any] | None = None) -> str:

@@ -4,7 +4,7 @@ Per generator step: the pool model takes `pool_steps` SGD steps on real batches;
 a synthetic batch with the *same labels* (pair i is class y_i on both sides) get the same siamese
 augmentation and go through the pool model in separate passes; the matching term joins the
 adversarial loss for G only; then the critic takes its usual WGAN-GP step.
-`loss: none` runs the very same loop without matching: the GAN-only control at equal steps.
+`loss: gan-only` runs the very same loop without matching: the GAN-only control at equal steps.
 With `ema_decay` set, a moving average of G's weights is kept (skdd.ema) and saved beside G; it starts from
 the input artifact's average when that has one, else from G.
 """

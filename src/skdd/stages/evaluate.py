@@ -216,11 +216,11 @@ def _generator(params: EvaluateParams, uri: str, name: str, real, test: ImageDat
 
 
 def generator_label(manifest: dict) -> str:
-    """Default row label of a GAN artifact: the distill loss mode (`skd`, `skd-nostand`, `dim-mse`), `gan-only` for
-    the control trained on without matching (`loss: none`), `pretrained GAN` before distillation."""
+    """Default row label of a GAN artifact: the distill loss mode (`skd`, `skd-nostand`, `dim-mse`, or `gan-only`,
+    the control trained on without matching), `pretrained GAN` before distillation."""
     if manifest.get("stage") == "distill":
         loss = (manifest.get("params") or {}).get("loss", "distill")
-        return "gan-only" if loss == "none" else str(loss)
+        return str(loss)
     if manifest.get("stage") == "pretrain":
         return "pretrained GAN"
     return str(manifest.get("stage") or "generator")
