@@ -79,22 +79,26 @@ def test_pretrain_with_d_augment_is_deterministic_and_differs_from_without(tmp_p
 
 
 def test_balanced_lambda_hits_its_target_ratio_on_a_toy_model():
-    from skdd.adversarial import gan_step
+    from skdd.adversarial import generator_forward, generator_update
     from skdd.gan_artifact import GanSpec
 
     torch.manual_seed(0)
     spec = GanSpec(in_channels=1, image_size=28, num_classes=10, g_width=4, d_width=4, z_dim=16,
                    conditioning="overwrite", classes=[str(i) for i in range(10)], dataset="t", mean=[0.5], std=[0.5])
     g, d = spec.build()
-    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
-    x, y = torch.rand(4, 1, 28, 28) * 2 - 1, torch.arange(4)
-    toy_match = lambda fake, labels: 1e-3 * fake.pow(2).mean()      # noqa: E731  a tiny term, as SKD's is
-    for ratio in (0.1, 1.0):
-        out = gan_step(g, d, opt_g, opt_d, x, y, spec, 10.0, torch.device("cpu"), False, toy_match,
-                       grad_norms=True, target_ratio=ratio)
+    opt_g = torch.optim.Adam(g.parameters())
+    y, cpu = torch.arange(4), torch.device("cpu")
+
+    def step(**kwargs):
+        fake, loss_adv = generator_forward(g, d, spec, y, cpu, False)
+        return generator_update(opt_g, d, fake, loss_adv, 1e-3 * fake.pow(2).mean(), grad_norms=True, **kwargs)
+
+    for ratio in (0.1, 1.0):                        # a tiny matching term, as SKD's is
+        out = step(target_ratio=ratio)
         assert out["grad_ratio"] == pytest.approx(ratio, rel=1e-4)
         assert out["lambda"] > 1.0                                     # it had to scale the tiny term up
-    fixed = gan_step(g, d, opt_g, opt_d, x, y, spec, 10.0, torch.device("cpu"), False, toy_match, grad_norms=True)
+        assert all(p.requires_grad for p in d.parameters())            # D is trainable again after G's step
+    fixed = step()
     assert "lambda" not in fixed and fixed["grad_ratio"] < 0.1
 
 

@@ -1,5 +1,8 @@
 """One adversarial step of the conditional GAN (generator, then critic), shared by `pretrain` and `distill`.
 
+The step comes in three parts, `generator_forward`, `generator_update` and `critic_step`, so distillation can
+compute its matching term from G's images and pass it in as a value; `gan_step` is the three without one.
+
 It lives outside the stages so that stages do not import stages. `AugmentedCritic` is DiffAugment
 (Zhao et al. 2020, data-efficient GANs): the critic sees every real and fake image through the same
 differentiable augmentation policy, with fresh per-sample parameters at each call, so it cannot memorise the
@@ -34,54 +37,81 @@ class AugmentedCritic(nn.Module):
         return self.critic(self.aug(x, shared=False))
 
 
-def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, amp: bool, extra_g_loss=None,
-             grad_norms: bool = False, d_aug: DiffAug | None = None, target_ratio: float | None = None):
-    """One generator step then one critic step; `extra_g_loss(fake, y)` adds distillation's matching term.
+def _critic(d: nn.Module, d_aug: DiffAug | None) -> nn.Module:
+    return d if d_aug is None else AugmentedCritic(d, d_aug)
+
+
+def generator_forward(g, d, spec: GanSpec, y, device, amp: bool, d_aug: DiffAug | None = None):
+    """G's images for labels `y` and their adversarial loss, D frozen for this pass (`generator_update` unfreezes
+    it). Distillation computes its matching term from the returned images and hands it to `generator_update`."""
+    d.requires_grad_(False)
+    with autocast(device, amp):
+        fake = g(noise(y.shape[0], spec.z_dim, device), y)
+        src, cls = _critic(d, d_aug)(fake)
+        loss_adv = generator_adv_loss(src, cls, y)
+    return fake, loss_adv
+
+
+def generator_update(opt_g, d, fake, loss_adv, loss_match=None, grad_norms: bool = False,
+                     target_ratio: float | None = None) -> dict:
+    """One Adam step of G on the adversarial loss plus the matching term (a value, or None), then D unfrozen.
 
     `grad_norms` also logs the norms of the two terms' gradients at G's output (the images), which is where
     they compete: `grad_adv`, `grad_match` and their ratio. It reads gradients without touching any .grad,
-    so training is unchanged; it costs one more backward through D and the pool model. `d_aug`: DiffAugment
-    on everything D sees (None: off, DiM's recipe).
+    so training is unchanged; it costs one more backward through D and the pool model.
 
     `target_ratio` (balanced λ): the matching term is rescaled this step so that its gradient norm at G's output
     is `target_ratio` times the adversarial one (the scale is logged as `lambda`, and treated as a constant). It
     needs the same two gradient measurements as `grad_norms`, so it costs one more backward through D and the
     pool model every step.
     """
-    b = x.shape[0]
-    critic = d if d_aug is None else AugmentedCritic(d, d_aug)
-    d.requires_grad_(False)
-    with autocast(device, amp):
-        fake = g(noise(b, spec.z_dim, device), y)
-        src, cls = critic(fake)
-        loss_adv = generator_adv_loss(src, cls, y)
-    loss_extra = extra_g_loss(fake, y) if extra_g_loss is not None else None
     norms = {}
-    if (grad_norms or target_ratio is not None) and loss_extra is not None:
+    if (grad_norms or target_ratio is not None) and loss_match is not None:
         grad_adv = torch.autograd.grad(loss_adv, fake, retain_graph=True)[0].float().norm()
-        grad_match = torch.autograd.grad(loss_extra, fake, retain_graph=True)[0].float().norm()
+        grad_match = torch.autograd.grad(loss_match, fake, retain_graph=True)[0].float().norm()
         if target_ratio is not None:
             scale = (target_ratio * grad_adv / grad_match.clamp_min(1e-30)).detach()
-            loss_extra, grad_match = loss_extra * scale, grad_match * scale
+            loss_match, grad_match = loss_match * scale, grad_match * scale
             norms["lambda"] = float(scale)
         if grad_norms:
             norms.update({"grad_adv": float(grad_adv), "grad_match": float(grad_match),
                           "grad_ratio": float(grad_match / grad_adv.clamp_min(1e-30))})
-    loss_g = loss_adv if loss_extra is None else loss_adv + loss_extra
+    loss_g = loss_adv if loss_match is None else loss_adv + loss_match
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
     d.requires_grad_(True)
+    out = {"loss_g": float(loss_adv.detach())}
+    if loss_match is not None:
+        out["loss_match"] = float(loss_match.detach())
+    return {**out, **norms}
 
+
+def critic_step(g, d, opt_d, x, y, spec: GanSpec, gp_weight: float, device, amp: bool,
+                d_aug: DiffAug | None = None) -> dict:
+    """One WGAN-GP + auxiliary-classifier step of D on the real batch and a fake batch of fresh random labels
+    (DiM's choice, so the auxiliary classifier sees every class evenly)."""
+    b = x.shape[0]
     y_fake = torch.randint(spec.num_classes, (b,), device=device)
     with torch.no_grad(), autocast(device, amp):
         fake_d = g(noise(b, spec.z_dim, device), y_fake)
     with autocast(device, amp):
-        loss_d = discriminator_loss(critic, x, y, fake_d, y_fake, gp_weight)
+        loss_d = discriminator_loss(_critic(d, d_aug), x, y, fake_d, y_fake, gp_weight)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    out = {"loss_g": float(loss_adv.detach()), "loss_d": float(loss_d.detach())}
-    if loss_extra is not None:
-        out["loss_match"] = float(loss_extra.detach())
-    return {**out, **norms}
+    return {"loss_d": float(loss_d.detach())}
+
+
+def step_losses(generator: dict, critic: dict) -> dict:
+    """The logged losses of one adversarial step, in one column order for every stage's curves."""
+    return {"loss_g": generator["loss_g"], **critic, **{k: v for k, v in generator.items() if k != "loss_g"}}
+
+
+def gan_step(g, d, opt_g, opt_d, x, y, spec: GanSpec, gp_weight: float, device, amp: bool,
+             d_aug: DiffAug | None = None) -> dict:
+    """One generator step then one critic step, no matching term (pretrain; distill composes the three parts
+    itself to add its term)."""
+    fake, loss_adv = generator_forward(g, d, spec, y, device, amp, d_aug)
+    return step_losses(generator_update(opt_g, d, fake, loss_adv),
+                       critic_step(g, d, opt_d, x, y, spec, gp_weight, device, amp, d_aug))

@@ -17,7 +17,7 @@ import torch
 
 from skdd import checkpoint as ckpt_mod
 from skdd import lineage, storage
-from skdd.adversarial import critic_augmentation, gan_step
+from skdd.adversarial import critic_augmentation, critic_step, generator_forward, generator_update, step_losses
 from skdd.augment import DiffAug
 from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import EpochBatcher, Pixels
@@ -131,19 +131,21 @@ class Distiller:
         new_epoch = self.batcher.starts_epoch
         idx = self.batcher.next()
         x, y = self.pixels.gan(train.images[idx]), train.labels[idx]
-        extra, pool_loss = None, None
+        pool_loss = None
         if self.matching:
             self.pool.draw(new_epoch)
             for _ in range(p.pool_steps):
                 pidx = self.pool_batcher.next()
                 pool_loss = self.pool.train_step(self.pixels.classifier(train.images[pidx]), train.labels[pidx],
                                                  self.pool_aug)
-            extra = lambda fake, labels: self._matching_term(fake, idx)  # noqa: E731
         self.calls += 1
         measure = p.grad_norm_every > 0 and self.calls % p.grad_norm_every == 0
-        losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, p.gp_weight, self.device, p.amp,
-                          extra, grad_norms=measure, d_aug=self.d_aug,
-                          target_ratio=p.target_ratio if p.lambda_mode == "balanced" else None)
+        fake, loss_adv = generator_forward(self.g, self.d, self.spec, y, self.device, p.amp, self.d_aug)
+        loss_match = self._matching_term(fake, idx) if self.matching else None
+        generator = generator_update(self.opt_g, self.d, fake, loss_adv, loss_match, grad_norms=measure,
+                                     target_ratio=p.target_ratio if p.lambda_mode == "balanced" else None)
+        losses = step_losses(generator, critic_step(self.g, self.d, self.opt_d, x, y, self.spec, p.gp_weight,
+                                                    self.device, p.amp, self.d_aug))
         if self.ema is not None:
             self.ema.update(self.g)
         if pool_loss is not None:
