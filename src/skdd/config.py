@@ -160,17 +160,15 @@ def load_stage_params(cls: type[T], section: str, params_file: str | Path | None
                       overrides: list[str] | None = None) -> T:
     """Params for one stage: the file's section (if a file is given) updated by CLI overrides."""
     data: dict[str, Any] = {}
-    where = section
     if params_file is not None:
         content = read_params_file(params_file)
         raw = content.get(section) or {}
         if not isinstance(raw, dict):
             raise SkddError(f"{params_file}: section '{section}' must be a mapping")
         data.update(raw)
-        where = section
     data.update(parse_overrides(overrides))
     try:
-        return from_dict(cls, data, where)
+        return from_dict(cls, data, section)
     except SkddError as exc:
         prefix = f"{params_file}: " if params_file is not None else ""
         raise SkddError(f"{prefix}{exc}") from None

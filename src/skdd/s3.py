@@ -59,10 +59,6 @@ class S3Uri:
         return f"{self.prefix}/{rel}"
 
 
-def is_s3(uri: object) -> bool:
-    return str(uri).startswith("s3://")
-
-
 def parse(uri: str | object) -> S3Uri:
     text = str(uri)
     if not text.startswith("s3://"):
