@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -46,6 +47,12 @@ print("published", index)
 
 
 
+def plant_lock(server, key: str, **info) -> None:
+    """A publish lock as another run would leave it (S3 user metadata, as `skdd.s3.PublishLock` writes)."""
+    server.client().put_object(Bucket=BUCKET, Key=key + s3.LOCK_SUFFIX, Body=b"",
+                               Metadata={k: quote(str(v)) for k, v in info.items()})
+
+
 def _stage(path, tag: bytes):
     path.mkdir(parents=True)
     (path / "a.bin").write_bytes(tag * 1000)
@@ -74,8 +81,7 @@ def test_concurrent_publishes_of_one_prefix_take_turns_and_leave_one_whole_artif
 
 def test_a_held_lock_makes_a_publish_wait_then_fail_in_one_line(s3env, tmp_path, monkeypatch):
     uri = f"s3://{BUCKET}/locked/x"
-    s3env.client().put_object(Bucket=BUCKET, Key="locked/x" + s3.LOCK_SUFFIX,
-                              Body=json.dumps({"owner": "other-host:42:abc", "since": time.time()}).encode())
+    plant_lock(s3env, "locked/x", owner="other-host:42:abc", since=time.time())
     monkeypatch.setenv("SKDD_S3_LOCK_WAIT", "0.5")
     with pytest.raises(SkddError) as info:
         s3.upload(_stage(tmp_path / "s", b"x"), uri)
@@ -87,8 +93,7 @@ def test_a_held_lock_makes_a_publish_wait_then_fail_in_one_line(s3env, tmp_path,
 
 def test_a_stale_lock_of_a_dead_run_is_broken(s3env, tmp_path, monkeypatch):
     uri = f"s3://{BUCKET}/stale/x"
-    s3env.client().put_object(Bucket=BUCKET, Key="stale/x" + s3.LOCK_SUFFIX,
-                              Body=json.dumps({"owner": "dead:1:abc", "since": time.time() - 7200}).encode())
+    plant_lock(s3env, "stale/x", owner="dead:1:abc", since=time.time() - 7200)
     monkeypatch.setenv("SKDD_S3_LOCK_TTL", "3600")
     s3.upload(_stage(tmp_path / "s", b"y"), uri)
     assert lineage.verify_artifact(s3.download(uri, fresh=True))["params"] == {"tag": "y"}
@@ -105,8 +110,7 @@ def test_a_retry_of_the_same_run_takes_over_its_own_lock_at_once(s3env, tmp_path
         monkeypatch.setenv("SKDD_RUN_ID", run_id)
     holder = run_id or f"{socket.gethostname()}:{s3.cache_root()}"
     uri = f"s3://{BUCKET}/retry/{run_id or 'local'}"
-    s3env.client().put_object(Bucket=BUCKET, Key=uri.split("/", 3)[3] + s3.LOCK_SUFFIX,
-                              Body=json.dumps({"owner": "crashed", "holder": holder, "since": time.time()}).encode())
+    plant_lock(s3env, uri.split("/", 3)[3], owner="crashed", holder=holder, since=time.time())
     monkeypatch.setenv("SKDD_S3_LOCK_WAIT", "0.5")
     s3.upload(_stage(tmp_path / "s", b"r"), uri)
     assert "taking over the publish lock" in capsys.readouterr().err
@@ -121,8 +125,7 @@ def test_a_lock_lost_before_the_manifest_publishes_nothing(s3env, tmp_path, monk
     def upload_then_steal(cli, path, bucket, key, config):
         real(cli, path, bucket, key, config)
         if key.endswith("a.bin"):
-            s3env.client().put_object(Bucket=BUCKET, Key="lost/x" + s3.LOCK_SUFFIX,
-                                      Body=json.dumps({"owner": "thief", "since": time.time()}).encode())
+            plant_lock(s3env, "lost/x", owner="thief", since=time.time())
 
     monkeypatch.setattr(s3, "upload_file", upload_then_steal)
     with pytest.raises(SkddError, match="lost the publish lock .* nothing was published by this run"):

@@ -7,7 +7,7 @@ manifest, so the artifact reads as incomplete. Downloads refuse a prefix without
 
 Two runs may publish the same content-keyed prefix at once (two pipeline runs with the same inputs and KFP's
 cache off). Interleaved, their files would mix under one manifest, so a publish first takes a lock object,
-`<prefix>.publishing`, created with a conditional write (`If-None-Match: *`, which AWS S3, SeaweedFS and MinIO
+`<prefix>.publishing` (its owner, run and start time in S3 user metadata), created with a conditional write (`If-None-Match: *`, which AWS S3, SeaweedFS and MinIO
 honour); the other run waits for it (SKDD_S3_LOCK_WAIT seconds, default 300), then publishes in turn, or fails
 with one line naming the lock. A lock left by an earlier attempt of the same run (same SKDD_RUN_ID, as a
 Kubeflow retry has; or, locally, same host and cache) is taken over at once, so a retry after a crash is not
@@ -28,7 +28,6 @@ Every failure becomes a one-line `SkddError` naming the URI; secrets are never p
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -38,6 +37,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import quote, unquote
 
 from skdd.errors import SkddError
 from skdd.layout import MANIFEST, STAGING_SUFFIX, swap_into_place
@@ -302,27 +302,26 @@ class PublishLock:
         self.waited = 0.0            # seconds spent waiting for another run's lock (the load benchmark reads it)
 
     def _holder(self) -> tuple[dict, str] | None:
-        """The current lock's content and ETag, or None when there is no lock."""
+        """The current lock's owner, holder and start time (its S3 user metadata) and ETag; None when there is
+        no lock. Metadata, read with HEAD, not a body: a server restarted mid-publish may have lost the small
+        object's data but still answers HEAD from its metadata store."""
         try:
-            obj = self.cli.get_object(Bucket=self.uri.bucket, Key=self.key)
+            head = self.cli.head_object(Bucket=self.uri.bucket, Key=self.key)
         except Exception as exc:  # noqa: BLE001
-            if _error_code(exc) in ("NoSuchKey", "404"):
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise
-        try:
-            info = json.loads(obj["Body"].read())
-        except (ValueError, UnicodeDecodeError):
-            info = {}
-        return (info if isinstance(info, dict) else {}), obj["ETag"]
+        info = {k: unquote(v) for k, v in (head.get("Metadata") or {}).items()}
+        return info, head["ETag"]
 
     def acquire(self) -> None:
         wait = _env_number("SKDD_S3_LOCK_WAIT", 300)
         ttl = _env_number("SKDD_S3_LOCK_TTL", 1800)
         start = time.monotonic()
-        body = json.dumps({"owner": self.owner, "holder": self.holder, "since": time.time()}).encode()
+        meta = {"owner": quote(self.owner), "holder": quote(self.holder), "since": f"{time.time():.3f}"}
         while True:
             try:
-                self.etag = self.cli.put_object(Bucket=self.uri.bucket, Key=self.key, Body=body,
+                self.etag = self.cli.put_object(Bucket=self.uri.bucket, Key=self.key, Body=b"", Metadata=meta,
                                                 IfNoneMatch="*")["ETag"]
                 return
             except Exception as exc:  # noqa: BLE001
@@ -332,7 +331,10 @@ class PublishLock:
             if holder is None:
                 continue                          # released between our put and our read: try again
             info, etag = holder
-            age = time.time() - float(info.get("since") or 0)
+            try:
+                age = time.time() - float(info.get("since") or 0)
+            except ValueError:
+                age = float("inf")                # not a lock skdd wrote: treat it as expired
             takeover = info.get("holder") == self.holder   # left by an earlier attempt of this same run
             if takeover or age > ttl:             # its run died mid-publish: break it, only if it is still that one
                 if takeover:
