@@ -62,10 +62,16 @@ class Runner:
         self.on_result = on_result or (lambda: None)
 
     def stage(self, stage: str, out: Path, inputs: dict[str, Path], overrides: list[str]) -> Path:
+        from skdd.errors import SkddError
+        from skdd.lineage import read_manifest
         from skdd.stages.registry import run_stage
 
         if (out / "manifest.json").is_file():
-            return out
+            try:
+                read_manifest(out)                 # an older manifest schema, or an edited one, is recomputed
+                return out
+            except SkddError as exc:
+                print(f"fixed-set: {out.relative_to(self.work)}: not reused ({exc})", flush=True)
         t0 = time.perf_counter()
         print(f"fixed-set: {stage} -> {out.relative_to(self.work)}", flush=True)
         run_stage(stage, output=str(out), inputs={k: str(v) for k, v in inputs.items()}, params_file=self.base,

@@ -422,7 +422,17 @@ class Runner:
         return self._hash[node.key]
 
     def manifest(self, key: str) -> dict | None:
-        return _read_json(self.work / key / "manifest.json")
+        """The output's manifest when it reads as one (an older schema or an edited one is not reused)."""
+        from skdd.errors import SkddError
+        from skdd.lineage import read_manifest
+
+        if not (self.work / key / "manifest.json").is_file():
+            return None
+        try:
+            return read_manifest(self.work / key)
+        except SkddError as exc:
+            print(f"reproduce: {key}: not reused ({exc})", flush=True)
+            return None
 
     def complete(self, key: str) -> bool:
         """The output exists with a manifest made with these params from the current input manifests."""

@@ -93,3 +93,9 @@ def test_fixed_set_benchmark_smoke(tmp_path):
     again = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
     assert "fixed-set: " not in again and json.loads((tmp_path / "work" / "results.json").read_text())["datasets"] \
         == results["datasets"]
+    # an output whose manifest no longer reads (here: edited) is recomputed, not reused
+    teacher = tmp_path / "work" / "tiny" / "teacher" / "manifest.json"
+    teacher.write_text(teacher.read_text().replace('"stage": "teacher"', '"stage": "edited"'))
+    third = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
+    assert "tiny/teacher: not reused" in third and "manifest edited since it was written" in third
+    assert "fixed-set: teacher -> tiny/teacher" in third
