@@ -3,8 +3,8 @@
     python benchmarks/fixed_set.py --preset benchmarks/presets/cpu-fixed-set.yaml --work runs/cpu-fixed-set
     python benchmarks/fixed_set.py --preset ... --work ... --render-only      # re-write the results page only
 
-Rows per dataset and IPC (every stage through `skdd.stages.registry.run_stage`, params: the preset's `base` file, then the
-preset's section, then what the row needs):
+Rows per dataset and IPC (every stage through `skdd.stages.registry.run_stage`, params: the preset's `base` file,
+then the preset's section, then what the row needs):
 
 * real subsets: `random`, `kcenter`, `herding` (the teacher's features); `dm-pixel`: DM on pixels from the
   random subset (`refine space=pixel`), the fixed-set anchor;
@@ -46,6 +46,11 @@ SELECTIONS = ("none", "confidence", "coverage", "confidence+coverage")
 GAN_ROWS = ["gan", "gan+confidence", "gan+coverage", "gan+confidence+coverage", "gan+refine"]
 DISTILL_ROWS = ["gan-only+refine", "skd+refine"]
 REAL_ROWS = ["random", "kcenter", "herding", "dm-pixel"]
+
+
+def row_name(gname: str, selection: str) -> str:
+    """A generator row's name (and its sample folder's): `gan`, `gan+confidence`, ..."""
+    return gname if selection == "none" else f"{gname}+{selection}"
 
 
 def _ov(section: dict | None) -> list[str]:
@@ -102,8 +107,7 @@ class Runner:
         self.record(cells, ipc, f"{gname}+refine", str(seed), self.evaluate(data, ref, f"{gname}+refine", ipc))
 
     def sample(self, k: Path, seed: int, gname: str, gpath: Path, teacher: Path, ipc: int, sel: str) -> Path:
-        tag = gname if sel == "none" else f"{gname}+{sel}"
-        return self.stage("sample", k / f"seed{seed}" / f"sample-{tag}", {"gan": gpath, "teacher": teacher},
+        return self.stage("sample", k / f"seed{seed}" / f"sample-{row_name(gname, sel)}", {"gan": gpath, "teacher": teacher},
                           [f"ipc={ipc}", f"selection={sel}"] + (["candidates_per_class=null"] if sel == "none" else []))
 
     def dataset(self, name: str, where: dict) -> dict:
@@ -142,7 +146,7 @@ class Runner:
         k = ds["d"] / f"ipc{ipc}"
         for seed in self.preset["gan_seeds"]:
             for sel in SELECTIONS:
-                tag = "gan" if sel == "none" else f"gan+{sel}"
+                tag = row_name("gan", sel)
                 out = self.sample(k, seed, "gan", self.gan(ds, seed), ds["teacher"], ipc, sel)
                 self.record(ds["cells"], ipc, tag, str(seed), self.evaluate(ds["data"], out, tag, ipc))
 
@@ -163,10 +167,10 @@ class Runner:
             return
         k = ds["d"] / f"ipc{ipc}"
         for seed in self.preset["gan_seeds"]:
-            for loss, gname in (("gan-only", "gan-only"), ("skd", "skd")):
+            for loss in ("gan-only", "skd"):      # the loss mode names the generator's rows
                 gpath = self.stage("distill", ds["d"] / f"seed{seed}" / f"distill-{loss}",
                                    {"dataset": ds["data"], "gan": self.gan(ds, seed)}, [f"loss={loss}", f"seed={seed}"])
-                self.refined_row(ds["cells"], ds["data"], ds["teacher"], k, ipc, seed, gname, gpath)
+                self.refined_row(ds["cells"], ds["data"], ds["teacher"], k, ipc, seed, loss, gpath)
 
     def run(self) -> None:
         """Phases in order of importance, each over every IPC and dataset, so a run stopped early has the rows

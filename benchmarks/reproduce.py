@@ -18,8 +18,8 @@ what the cell needs. What runs:
   `evaluate protocol=strict`; protocol dim: `evaluate protocol=dim ipc=K` on the GAN artifact (baselines have no
   generator, so they are strict only).
 
-Stages run in-process through `skdd.stages.registry.run_stage` with outputs under `<work>/<dataset>/`, shared between cells
-(ingest and pretrain once per dataset, distill once per (loss, λ), ...). A stage whose output has a manifest with the
+Stages run in-process through `skdd.stages.registry.run_stage` with outputs under `<work>/<dataset>/`, shared
+between cells (ingest and pretrain once per dataset, distill once per (loss, λ), ...). A stage whose output has a manifest with the
 same params hash and the same input manifests is not run again; an interrupted stage resumes from its own
 checkpoints when this script is re-run with the same preset and work folder (Ctrl-C, SIGTERM, a kill, or
 `--max-minutes`, which stops starting new stages after M minutes). Cells run in the preset's `order` (most

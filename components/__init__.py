@@ -4,8 +4,9 @@ Each module holds a plain function; `make_components(image)` turns them into lig
 (`base_image=image`, `install_kfp_package=False`: the image already has skdd and kfp). KFP ships a component
 as its function's source text, so the functions are thin: they import `skdd.kfp_steps` inside the body and
 call the same `skdd.stages.registry.run_stage` the CLI and DVC call. Which stages have a component is the stage
-registry's `component` flag: `components/<stage>.py` defines a function named after the stage. Lightweight (not containerized) components are
-what `kfp.local.SubprocessRunner` runs, so the very same pipeline runs here and on a cluster.
+registry's `component` flag: `components/<stage>.py` defines a function named after the stage. Lightweight (not
+containerized) components are what `kfp.local.SubprocessRunner` runs, so the very same pipeline runs here and on
+a cluster.
 
 Artifacts: ingest, sample and refine emit `Dataset`, teacher, pretrain and distill `Model`, evaluate `Metrics` (+ its
 `Markdown` report), report a `Markdown` comparison; each carries the skdd manifest's key facts as metadata.

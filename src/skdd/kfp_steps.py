@@ -147,7 +147,8 @@ def _run_step(stage: str, outputs: Mapping[str, Any], *, params_yaml: str, artif
     with tempfile.TemporaryDirectory(prefix="skdd-params-") as tmp:
         params_file = Path(tmp) / "params.yaml"
         params_file.write_text(params_yaml)
-        params = load_stage_params(STAGES[stage].params_class(), stage, params_file, overrides)   # validated before anything runs
+        # validated before anything runs
+        params = load_stage_params(STAGES[stage].params_class(), stage, params_file, overrides)
         key = content_key(stage, as_dict(params), input_shas, key_extra)
         uri = output_uri(artifact_root, stage, key)
         manifest = existing_artifact(uri)

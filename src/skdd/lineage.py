@@ -203,14 +203,9 @@ def _remote_manifest_exists(uri: str) -> bool:
     from skdd import s3
 
     s3uri = s3.parse(uri)
-    cli = s3.client(s3uri)
     try:
-        cli.head_object(Bucket=s3uri.bucket, Key=s3uri.key(MANIFEST))
-        return True
-    except Exception as exc:  # noqa: BLE001 - botocore errors; a 404 means "not there yet"
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
-            return False
+        return s3.etag(s3.client(s3uri), s3uri.bucket, s3uri.key(MANIFEST)) is not None
+    except Exception as exc:  # noqa: BLE001 - botocore errors become one line
         raise s3._error(s3uri, "lookup", exc) from None
 
 

@@ -45,8 +45,9 @@ def dim_mse_loss(logits_real: Tensor, logits_syn: Tensor) -> Tensor:
     return diff.pow(2).mean()
 
 
-# distill's `loss` modes -> the matching term before λ, (logits_real, logits_syn, tau) -> loss; `gan-only` trains
-# the GAN alone for the same steps (the control), and is also that row's label in every table. The one table of the paper's loss and its ablations.
+# The one table of the paper's loss and its ablations: distill's `loss` modes -> the matching term before λ,
+# (logits_real, logits_syn, tau) -> loss. `gan-only` trains the GAN alone for the same steps (the control), and is
+# also that row's label in every table.
 MATCH_LOSSES: dict[str, Callable[[Tensor, Tensor, float], Tensor] | None] = {
     "skd": lambda real, syn, tau: skd_loss(real, syn, tau, standardized=True),
     "skd-nostand": lambda real, syn, tau: skd_loss(real, syn, tau, standardized=False),

@@ -7,8 +7,8 @@
                          [--param KEY=VALUE ...] [--preset FILE] [--namespace NS] [--no-cache] [--dry-run]
 
 The pipeline and its components live at the top of the repository (`pipelines/`, `components/` beside `src/`)
-and are installed with skdd as packages of their own, so both commands work from an installed package. The committed `pipelines/skdd_pipeline.yaml` is `compile`'s output for the
-default image and flags (regenerate: `skdd pipeline compile --output pipelines/skdd_pipeline.yaml`).
+and are installed with skdd as packages of their own, so both commands work from an installed package. The
+committed `pipelines/skdd_pipeline.yaml` is `compile`'s output for the default image and flags (regenerate: `skdd pipeline compile --output pipelines/skdd_pipeline.yaml`).
 `submit` sends a compiled package through `kfp.Client`; every `--param` is checked against the package's
 inputs and, where it sets a stage param, against that param's rules, before anything is sent. Errors are one
 line and exit code 2. Credentials are never arguments: tasks read them from the Kubernetes Secret.
@@ -104,6 +104,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------- shared
+NOT_INSTALLED = "the skdd pipelines package is not installed: pip install 'skdd[pipeline]'"
+
+
 def committed_package() -> Path:
     """The compiled pipeline shipped with the `pipelines` package (the committed `pipelines/skdd_pipeline.yaml`)."""
     from importlib import resources
@@ -111,7 +114,7 @@ def committed_package() -> Path:
     try:
         return Path(str(resources.files("pipelines") / "skdd_pipeline.yaml"))
     except ModuleNotFoundError:
-        raise SkddError("the skdd pipelines package is not installed: pip install 'skdd[pipeline]'") from None
+        raise SkddError(NOT_INSTALLED) from None
 
 
 def pipeline_module():
@@ -124,7 +127,7 @@ def pipeline_module():
     try:
         from pipelines import skdd_pipeline
     except ModuleNotFoundError:
-        raise SkddError("the skdd pipelines package is not installed: pip install 'skdd[pipeline]'") from None
+        raise SkddError(NOT_INSTALLED) from None
     return skdd_pipeline
 
 

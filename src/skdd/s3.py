@@ -7,9 +7,9 @@ manifest, so the artifact reads as incomplete. Downloads refuse a prefix without
 
 Two runs may publish the same content-keyed prefix at once (two pipeline runs with the same inputs and KFP's
 cache off). Interleaved, their files would mix under one manifest, so a publish first takes a lock object,
-`<prefix>.publishing` (its owner, run and start time in S3 user metadata), created with a conditional write (`If-None-Match: *`, which AWS S3, SeaweedFS and MinIO
-honour); the other run waits for it (SKDD_S3_LOCK_WAIT seconds, default 300), then publishes in turn, or fails
-with one line naming the lock. A lock left by an earlier attempt of the same run (same SKDD_RUN_ID, as a
+`<prefix>.publishing` (its owner, run and start time in S3 user metadata), created with a conditional write
+(`If-None-Match: *`, which AWS S3, SeaweedFS and MinIO honour); the other run waits for it (SKDD_S3_LOCK_WAIT
+seconds, default 300), then publishes in turn, or fails with one line naming the lock. A lock left by an earlier attempt of the same run (same SKDD_RUN_ID, as a
 Kubeflow retry has; or, locally, same host and cache) is taken over at once, so a retry after a crash is not
 blocked; a lock older than SKDD_S3_LOCK_TTL seconds (default 1800) belongs to a run that died and is broken too
 (conditionally, so two runs cannot both break it). Before its manifest lands a run checks the lock is still its
@@ -155,10 +155,8 @@ def _error(uri: object, action: str, exc: BaseException) -> SkddError:
     """One readable line: URI, what was being done, and why (classified where we can)."""
     from botocore import exceptions as bce
 
-    code = ""
-    if isinstance(exc, bce.ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-    else:  # boto3's transfer wrappers (S3UploadFailedError) carry the ClientError text only
+    code = _error_code(exc)
+    if not isinstance(exc, bce.ClientError):  # boto3's transfer wrappers (S3UploadFailedError) carry the text only
         for known in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AccessDenied"):
             if known in str(exc):
                 code = known
@@ -186,6 +184,15 @@ def _error_code(exc: BaseException) -> str:
     return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, bce.ClientError) else ""
 
 
+# error codes of an object that is not there, and of a conditional request whose condition failed
+MISSING = ("NoSuchKey", "404", "NotFound")
+PRECONDITION_FAILED = ("PreconditionFailed", "412")
+
+
+def _republished(s3uri: S3Uri) -> SkddError:
+    return SkddError(f"{s3uri}: the artifact was republished while it was being read; read it again")
+
+
 def _list(cli: Any, s3uri: S3Uri) -> dict[str, int]:
     """key -> size for every object under the prefix (as a folder: `prefix/`)."""
     return {key: size for key, (size, _) in _list_detailed(cli, s3uri.bucket, s3uri.prefix + "/").items()}
@@ -204,13 +211,20 @@ def _download_files(cli: Any, s3uri: S3Uri, rels: Iterable[str], tmp: Path) -> N
         cli.download_file(s3uri.bucket, s3uri.key(rel), str(target), Config=config)
 
 
-def _etag(cli: Any, bucket: str, key: str) -> str | None:
+def _head(cli: Any, bucket: str, key: str) -> dict | None:
+    """The object's HEAD response, or None when there is no such object."""
     try:
-        return cli.head_object(Bucket=bucket, Key=key)["ETag"]
+        return cli.head_object(Bucket=bucket, Key=key)
     except Exception as exc:  # noqa: BLE001
-        if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+        if _error_code(exc) in MISSING:
             return None
         raise
+
+
+def etag(cli: Any, bucket: str, key: str) -> str | None:
+    """The object's ETag, or None when there is no such object."""
+    head = _head(cli, bucket, key)
+    return None if head is None else head["ETag"]
 
 
 def _cache_matches(local: Path, manifest_bytes: bytes, sizes: dict[str, int]) -> bool:
@@ -236,28 +250,28 @@ def download(uri: str, *, fresh: bool = False, **client_overrides: Any) -> Path:
         objects = _list(cli, s3uri)
         manifest_key = s3uri.key(MANIFEST)
         if manifest_key not in objects:
-            if _etag(cli, s3uri.bucket, f"{s3uri.prefix}{LOCK_SUFFIX}") is not None:
+            if etag(cli, s3uri.bucket, f"{s3uri.prefix}{LOCK_SUFFIX}") is not None:
                 raise SkddError(f"{s3uri}: incomplete artifact: another run is publishing it right now; read it "
                                 "again when that run is done")
             if objects:
                 raise SkddError(f"{s3uri}: incomplete artifact (no {MANIFEST}); re-run the stage that produces it")
             raise SkddError(f"{s3uri}: input artifact not found")
         obj = cli.get_object(Bucket=s3uri.bucket, Key=manifest_key)
-        manifest_bytes, etag = obj["Body"].read(), obj["ETag"]
+        manifest_bytes, manifest_etag = obj["Body"].read(), obj["ETag"]
         files = {key[len(s3uri.prefix) + 1:]: size for key, size in objects.items() if key != manifest_key}
         if not fresh and _cache_matches(local, manifest_bytes, files):
             return local
         tmp = local.with_name(f"{local.name}.download-{os.getpid()}")
         _download_files(cli, s3uri, [rel for rel in files if not rel.endswith("/")], tmp)  # "/": folder markers
-        if _etag(cli, s3uri.bucket, manifest_key) != etag:   # a publish began meanwhile: files may be a mix
+        if etag(cli, s3uri.bucket, manifest_key) != manifest_etag:   # a publish began meanwhile: files may mix
             shutil.rmtree(tmp, ignore_errors=True)
-            raise SkddError(f"{s3uri}: the artifact was republished while it was being read; read it again")
+            raise _republished(s3uri)
         (tmp / MANIFEST).write_bytes(manifest_bytes)  # the manifest we listed, written last
     except SkddError:
         raise
     except Exception as exc:  # noqa: BLE001 - botocore/boto3/transfer errors
-        if _error_code(exc) in ("NoSuchKey", "404"):   # listed, then gone: a publish is replacing it
-            raise SkddError(f"{s3uri}: the artifact was republished while it was being read; read it again") from None
+        if _error_code(exc) in MISSING:   # listed, then gone: a publish is replacing it
+            raise _republished(s3uri) from None
         raise _error(s3uri, "download", exc) from None
     swap_into_place(tmp, local)
     return local
@@ -299,18 +313,14 @@ class PublishLock:
         # (two live processes sharing a cache would already share the staging folder, so they never run at once)
         self.holder = os.environ.get("SKDD_RUN_ID") or f"{socket.gethostname()}:{cache_root()}"
         self.etag: str | None = None
-        self.waited = 0.0            # seconds spent waiting for another run's lock (the load benchmark reads it)
 
     def _holder(self) -> tuple[dict, str] | None:
         """The current lock's owner, holder and start time (its S3 user metadata) and ETag; None when there is
         no lock. Metadata, read with HEAD, not a body: a server restarted mid-publish may have lost the small
         object's data but still answers HEAD from its metadata store."""
-        try:
-            head = self.cli.head_object(Bucket=self.uri.bucket, Key=self.key)
-        except Exception as exc:  # noqa: BLE001
-            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise
+        head = _head(self.cli, self.uri.bucket, self.key)
+        if head is None:
+            return None
         info = {k: unquote(v) for k, v in (head.get("Metadata") or {}).items()}
         return info, head["ETag"]
 
@@ -325,12 +335,12 @@ class PublishLock:
                                                 IfNoneMatch="*")["ETag"]
                 return
             except Exception as exc:  # noqa: BLE001
-                if _error_code(exc) not in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                if _error_code(exc) not in (*PRECONDITION_FAILED, "ConditionalRequestConflict", "409"):
                     raise
             holder = self._holder()
             if holder is None:
                 continue                          # released between our put and our read: try again
-            info, etag = holder
+            info, lock_etag = holder
             try:
                 age = time.time() - float(info.get("since") or 0)
             except ValueError:
@@ -341,17 +351,17 @@ class PublishLock:
                     print(f"skdd: taking over the publish lock s3://{self.uri.bucket}/{self.key} left by an earlier "
                           "attempt of this run", file=sys.stderr, flush=True)
                 try:
-                    self.cli.delete_object(Bucket=self.uri.bucket, Key=self.key, IfMatch=etag)
+                    self.cli.delete_object(Bucket=self.uri.bucket, Key=self.key, IfMatch=lock_etag)
                 except Exception as exc:  # noqa: BLE001
-                    if _error_code(exc) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                    if _error_code(exc) not in (*PRECONDITION_FAILED, *MISSING):
                         raise
                 continue
-            self.waited = time.monotonic() - start
-            if self.waited > wait:
+            waited = time.monotonic() - start
+            if waited > wait:
                 raise SkddError(f"{self.uri}: another run ({info.get('owner', '?')}) has been publishing this "
                                 f"artifact for {age:.0f} s (lock s3://{self.uri.bucket}/{self.key}); waited "
                                 f"{wait:.0f} s (SKDD_S3_LOCK_WAIT); re-run later, or delete the lock if that run died")
-            time.sleep(min(1.0, 0.05 + 0.1 * self.waited))
+            time.sleep(min(1.0, 0.05 + 0.1 * waited))
 
     def check_still_ours(self) -> None:
         holder = self._holder()
@@ -372,7 +382,7 @@ class PublishLock:
                 self.cli.delete_object(Bucket=self.uri.bucket, Key=self.key, IfMatch=self.etag)
                 break
             except Exception as exc:  # noqa: BLE001
-                if _error_code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                if _error_code(exc) in (*PRECONDITION_FAILED, *MISSING):
                     break                         # not ours any more, or already gone: nothing to undo
                 if time.monotonic() > deadline:
                     raise

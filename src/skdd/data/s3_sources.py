@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from skdd.errors import SkddError
-from skdd.s3 import MIB, S3Uri, _error, _list_detailed, cache_root, client, parse, transfer_config
+from skdd.s3 import (MIB, MISSING, S3Uri, _error, _error_code, _list_detailed, cache_root, client, parse,
+                     transfer_config)
 
 
 def source_cache_dir(uri: str | S3Uri) -> Path:
@@ -72,8 +73,7 @@ def object_sha256(uri: str, **client_overrides: Any) -> str | None:
     try:
         body = cli.get_object(Bucket=bucket, Key=key)["Body"]
     except Exception as exc:  # noqa: BLE001
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404"):
+        if _error_code(exc) in MISSING:
             return None
         raise _error(text, "read", exc) from None
     digest = hashlib.sha256()

@@ -42,10 +42,10 @@ from torch import Tensor, nn
 
 from skdd.augment import DiffAug
 from skdd.checkpoint import rng_state, set_rng_state
-from skdd.guard import check_losses, check_weights
 from skdd.data.batches import Pixels
 from skdd.data.dataset import ImageDataset
 from skdd.device import autocast, prepare_module
+from skdd.guard import check_losses, check_weights
 from skdd.errors import SkddError
 from skdd.models import create_model
 from skdd.progress import Progress

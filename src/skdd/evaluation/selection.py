@@ -1,4 +1,5 @@
-"""Coreset baselines (docs/method.md §2.4; the candidate selection: §3.7): random, herding and k-center subsets of a real dataset.
+"""Coreset baselines (docs/method.md §2.4; the candidate selection: §3.7): random, herding and k-center subsets
+of a real dataset.
 
 `herding` and `k_center` are pure functions of one class's feature matrix; `select_per_class` applies a
 method class by class and returns indices into the whole dataset in class-major order (all of class 0's
