@@ -243,14 +243,37 @@ def render(results: dict, preset: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, name: str) -> None:
+def write_section(text: str, name: str, kind: str = "fixed-set") -> None:
+    """Replace (or append) the `<!-- kind:name begin/end -->` section of docs/results.md."""
     md = RESULTS_MD.read_text()
-    begin, end = f"<!-- fixed-set:{name} begin -->", f"<!-- fixed-set:{name} end -->"
+    begin, end = f"<!-- {kind}:{name} begin -->", f"<!-- {kind}:{name} end -->"
     if begin in md:
         md = md[:md.index(begin)] + text + md[md.index(end) + len(end) + 1:]
     else:
         md = md.rstrip("\n") + "\n\n" + text
     RESULTS_MD.write_text(md)
+
+
+def run_and_save(runner: Runner, run, results: dict, results_path: Path, name: str, command: str) -> None:
+    """`run()`, writing `results` (the runner's cells and wall times, the device, commit and command) to
+    `results_path` after every evaluation, so a stopped run still reports every finished row."""
+    import torch
+
+    t0 = time.perf_counter()
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+
+    def save() -> None:
+        results.update({"preset": name, "datasets": runner.datasets, "wall_seconds": runner.wall,
+                        "wall_minutes": (time.perf_counter() - t0) / 60, "torch": torch.__version__,
+                        "device": f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)",
+                        "commit": commit, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                        "command": command})
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+
+    runner.on_result = save
+    run()
+    save()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,25 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         results = json.loads(results_path.read_text())
     else:
-        import torch
-
-        t0 = time.perf_counter()
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True).stdout.strip()
-        results: dict = {}
-
-        def save() -> None:   # after every evaluation: a stopped run still reports every finished row
-            results.update({"preset": preset["name"], "datasets": runner.datasets, "wall_seconds": runner.wall,
-                            "wall_minutes": (time.perf_counter() - t0) / 60, "torch": torch.__version__,
-                            "device": f"cpu: {platform.processor() or platform.machine()} "
-                                      f"({torch.get_num_threads()} threads)",
-                            "commit": commit, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                            "command": command})
-            results_path.write_text(json.dumps(results, indent=2) + "\n")
-
-        runner = Runner(preset, work, on_result=save)
-        runner.run()
-        save()
+        results = {}
+        runner = Runner(preset, work)
+        run_and_save(runner, runner.run, results, results_path, preset["name"], command)
     text = render(results, preset, command)
     print(text)
     if not args.no_docs:

@@ -99,3 +99,32 @@ def test_fixed_set_benchmark_smoke(tmp_path):
     third = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
     assert "tiny/teacher: not reused" in third and "manifest edited since it was written" in third
     assert "fixed-set: teacher -> tiny/teacher" in third
+
+
+def test_generator_benchmark_smoke(tmp_path):
+    import yaml
+
+    preset = yaml.safe_load((BENCHMARKS / "presets" / "generator-smoke.yaml").read_text())
+    preset["datasets"] = {"tiny": {"source": "npz", "location": str(tiny_npz(tmp_path / "tiny.npz"))}}
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump(preset, sort_keys=False))    # the recipes' order is the preset's
+    work = tmp_path / "work"
+    stdout = run_script("generator.py", "--preset", str(path), "--work", str(work), "--no-docs")
+    results = json.loads((work / "results.json").read_text())
+    rows = results["datasets"]["tiny"]["2"]
+    assert set(rows) == {"random", "wgan-gp-ac", "hinge-proj+ema", "hinge-proj+ema → gan-only",
+                         "hinge-proj+ema → skd-x100"}
+    for name, row in rows.items():
+        assert set(row["seeds"]) == ({"-"} if name == "random" else {"1", "2"}), name
+        assert all(len(a["convnet3"]) == 2 for a in row["seeds"].values())
+    # the recipe's overrides reached the stage; λ = 100 × the paper's for the dataset (tiny: 0.01)
+    gan = json.loads((work / "tiny" / "hinge-proj+ema" / "seed1" / "gan" / "manifest.json").read_text())
+    assert (gan["params"]["gan_loss"], gan["params"]["ema_decay"], gan["params"]["seed"]) == ("hinge-proj", 0.9, 1)
+    dist = json.loads((work / "tiny" / "hinge-proj+ema" / "seed2" / "distill-skd-x100" / "gan" / "manifest.json")
+                      .read_text())
+    assert dist["params"]["lambda_skd"] == pytest.approx(1.0) and dist["metrics"]["lambda"] == pytest.approx(1.0)
+    assert "| hinge-proj+ema → skd-x100 |" in stdout and "vs hinge-proj+ema → gan-only" in stdout
+    assert "vs wgan-gp-ac" in stdout                      # recipes paired against the first recipe
+    again = run_script("generator.py", "--preset", str(path), "--work", str(work), "--no-docs")
+    assert "fixed-set: " not in again and json.loads((work / "results.json").read_text())["datasets"] \
+        == results["datasets"]

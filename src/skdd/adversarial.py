@@ -17,7 +17,6 @@ from torch import nn
 from skdd.augment import DiffAug
 from skdd.device import autocast
 from skdd.gan_artifact import GanSpec, noise
-from skdd.losses import discriminator_loss, generator_adv_loss
 
 
 def critic_augmentation(strategy: str | None, section: str = "d_augment") -> DiffAug | None:
@@ -33,8 +32,8 @@ class AugmentedCritic(nn.Module):
         super().__init__()
         self.critic, self.aug = critic, aug
 
-    def forward(self, x: torch.Tensor):
-        return self.critic(self.aug(x, shared=False))
+    def forward(self, x: torch.Tensor, *condition):
+        return self.critic(self.aug(x, shared=False), *condition)
 
 
 def _critic(d: nn.Module, d_aug: DiffAug | None) -> nn.Module:
@@ -47,8 +46,7 @@ def generator_forward(g, d, spec: GanSpec, y, device, amp: bool, d_aug: DiffAug 
     d.requires_grad_(False)
     with autocast(device, amp):
         fake = g(noise(y.shape[0], spec.z_dim, device), y)
-        src, cls = _critic(d, d_aug)(fake)
-        loss_adv = generator_adv_loss(src, cls, y)
+        loss_adv = spec.objective.generator_loss(_critic(d, d_aug), fake, y)
     return fake, loss_adv
 
 
@@ -89,14 +87,14 @@ def generator_update(opt_g, d, fake, loss_adv, loss_match=None, grad_norms: bool
 
 def critic_step(g, d, opt_d, x, y, spec: GanSpec, gp_weight: float, device, amp: bool,
                 d_aug: DiffAug | None = None) -> dict:
-    """One WGAN-GP + auxiliary-classifier step of D on the real batch and a fake batch of fresh random labels
-    (DiM's choice, so the auxiliary classifier sees every class evenly)."""
+    """One step of D on the GAN objective (`spec.gan_loss`) on the real batch and a fake batch of fresh random
+    labels (DiM's choice, so the critic sees every class evenly)."""
     b = x.shape[0]
     y_fake = torch.randint(spec.num_classes, (b,), device=device)
     with torch.no_grad(), autocast(device, amp):
         fake_d = g(noise(b, spec.z_dim, device), y_fake)
     with autocast(device, amp):
-        loss_d = discriminator_loss(_critic(d, d_aug), x, y, fake_d, y_fake, gp_weight)
+        loss_d = spec.objective.critic_loss(_critic(d, d_aug), x, y, fake_d, y_fake, gp_weight)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()

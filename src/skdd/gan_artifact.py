@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from skdd.errors import SkddError
+from skdd.losses import GAN_OBJECTIVES, GanObjective
 from skdd.models import create_model
 
 MODEL_FILE = "model.json"
@@ -41,6 +42,11 @@ class GanSpec:
     dataset: str
     mean: list[float]
     std: list[float]
+    gan_loss: str = "wgan-gp-ac"   # artifacts from before the choice existed were all WGAN-GP-AC
+
+    @property
+    def objective(self) -> GanObjective:
+        return GAN_OBJECTIVES[self.gan_loss]
 
     def _common(self) -> dict:
         return dict(in_channels=self.in_channels, num_classes=self.num_classes, image_size=self.image_size)
@@ -50,7 +56,8 @@ class GanSpec:
                             **self._common())
 
     def build(self) -> tuple[nn.Module, nn.Module]:
-        return self.build_generator(), create_model("discriminator", width=self.d_width, **self._common())
+        return self.build_generator(), create_model(self.objective.discriminator, width=self.d_width,
+                                                    **self._common())
 
 
 def noise(n: int, z_dim: int, device: torch.device) -> Tensor:
@@ -75,9 +82,13 @@ def save_gan(folder: Path, spec: GanSpec, g: nn.Module, d: nn.Module,
 
 def read_spec(folder: Path) -> GanSpec:
     try:
-        return GanSpec(**json.loads((folder / MODEL_FILE).read_text()))
+        spec = GanSpec(**json.loads((folder / MODEL_FILE).read_text()))
     except (OSError, json.JSONDecodeError, TypeError) as exc:
         raise SkddError(f"{folder / MODEL_FILE}: not a valid GAN spec ({exc.__class__.__name__})") from None
+    if spec.gan_loss not in GAN_OBJECTIVES:
+        raise SkddError(f"{folder / MODEL_FILE}: unknown gan_loss {spec.gan_loss!r} "
+                        f"(known: {', '.join(GAN_OBJECTIVES)})")
+    return spec
 
 
 def _load_weights(folder: Path, module: nn.Module, name: str) -> None:

@@ -1,4 +1,4 @@
-"""Losses of the CGAN (WGAN-GP + auxiliary classifier) and of the logit matching.
+"""Losses of the CGAN (WGAN-GP + auxiliary classifier, or hinge + projection) and of the logit matching.
 
 The matching losses follow docs/method.md §1.5: the SKD loss mirrors logit-standardized KD's
 `kd_loss` with real images as teacher and synthetic images as student, so its conventions
@@ -8,6 +8,7 @@ theirs. `dim-mse` reproduces DiM's code, which matches log-probabilities, not lo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -87,3 +88,41 @@ def discriminator_loss(
     wasserstein = src_fake.float().mean() - src_real.float().mean()
     ce = F.cross_entropy(cls_fake.float(), fake_labels) + F.cross_entropy(cls_real.float(), real_labels)
     return wasserstein + ce + gradient_penalty(critic, real, fake, gp_weight)
+
+
+def wgan_ac_generator_loss(critic: nn.Module, fake: Tensor, labels: Tensor) -> Tensor:
+    """`generator_adv_loss` on the critic's two heads for G's images."""
+    src, cls = critic(fake)
+    return generator_adv_loss(src, cls, labels)
+
+
+def hinge_generator_loss(critic: nn.Module, fake: Tensor, labels: Tensor) -> Tensor:
+    """SNGAN/BigGAN's generator loss: −E[D(G(z), y)] (the critic conditions on the label by projection)."""
+    return -critic(fake, labels).float().mean()
+
+
+def hinge_critic_loss(
+    critic: nn.Module, real: Tensor, real_labels: Tensor, fake: Tensor, fake_labels: Tensor, gp_weight: float = 0.0
+) -> Tensor:
+    """E[max(0, 1 − D(x, y))] + E[max(0, 1 + D(G(z), y'))]: no gradient penalty, spectral norm bounds D
+    (`gp_weight` is accepted for a common signature and unused)."""
+    del gp_weight
+    return (F.relu(1 - critic(real, real_labels).float()).mean()
+            + F.relu(1 + critic(fake.detach(), fake_labels).float()).mean())
+
+
+@dataclass(frozen=True)
+class GanObjective:
+    """A CGAN objective: the critic it needs (a model registry name) and its two losses. G and D must agree,
+    so the objective is fixed at pretraining and travels in the GAN artifact's spec."""
+
+    discriminator: str
+    generator_loss: Callable[[nn.Module, Tensor, Tensor], Tensor]                        # (critic, fake, y)
+    critic_loss: Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor, float], Tensor]    # (critic, x, y, fake, y', gp)
+    gradient_penalty: bool
+
+
+GAN_OBJECTIVES: dict[str, GanObjective] = {
+    "wgan-gp-ac": GanObjective("discriminator", wgan_ac_generator_loss, discriminator_loss, True),   # DiM, the paper
+    "hinge-proj": GanObjective("projection-discriminator", hinge_generator_loss, hinge_critic_loss, False),
+}

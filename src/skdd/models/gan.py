@@ -102,5 +102,35 @@ class Discriminator(nn.Module):
         return self.fc_src(h).squeeze(1), self.fc_cls(h)
 
 
+class ProjectionDiscriminator(nn.Module):
+    """Hinge critic with a projection head for the label (Miyato & Koyama 2018, SNGAN-projection; BigGAN's D).
+
+    Spectral norm on every weight bounds D's Lipschitz constant, so no gradient penalty is needed and a critic
+    step saves the penalty's double backward. The label enters as <embed(y), h> added to the unconditional score
+    rather than through an auxiliary classifier, which conditions D on the class directly. No normalisation
+    layer (spectral norm is the regulariser); the conv plan is `Discriminator`'s, so equal widths compare like
+    for like.
+    """
+
+    def __init__(self, *, in_channels: int, num_classes: int, image_size: int, width: int = 196):
+        super().__init__()
+        check_width("projection-discriminator", width)
+        sn = nn.utils.parametrizations.spectral_norm
+        layers, c_in = [], in_channels
+        for stride in (1, 2, 1, 2, 1, 1, 1, 2):   # Discriminator's strides: s -> s/2 -> s/4 -> 4
+            layers += [sn(nn.Conv2d(c_in, width, 3, stride=stride, padding=1)), nn.LeakyReLU(0.1)]
+            c_in = width
+        self.features = nn.Sequential(*layers)
+        self.fc = sn(nn.Linear(width, 1))
+        self.embed = sn(nn.Embedding(num_classes, width))
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """Returns the critic score [B] of images x as members of classes y."""
+        h = self.features(x).sum(dim=(2, 3))   # global sum pooling (SNGAN)
+        return self.fc(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
 register_model("generator", "generator")(Generator)
 register_model("discriminator", "discriminator")(Discriminator)
+register_model("projection-discriminator", "discriminator")(ProjectionDiscriminator)

@@ -1,7 +1,9 @@
-"""Stage 2: pre-train the conditional GAN (WGAN-GP critic + auxiliary classifier), as DiM's gen_condense.py.
+"""Stage 2: pre-train the conditional GAN: WGAN-GP critic + auxiliary classifier as DiM's gen_condense.py
+(`gan_loss: wgan-gp-ac`, the paper's), or hinge loss with a spectrally normalised projection critic
+(`hinge-proj`, SNGAN-projection / BigGAN style: no gradient penalty, so a cheaper critic step).
 
 One generator step, then one critic step, per real batch. The critic's step draws fresh random
-labels for its fake batch, as DiM does, so the auxiliary classifier sees every class evenly.
+labels for its fake batch, as DiM does, so the critic sees every class evenly.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from skdd.errors import SkddError
 from skdd.device import DEVICES, prepare_module, resolve_device, seed_everything
 from skdd.ema import GeneratorEMA
 from skdd.gan_artifact import GanSpec, save_gan
+from skdd.losses import GAN_OBJECTIVES
 from skdd.adversarial import critic_augmentation, gan_step
 from skdd.stages.common import load_dataset
 from skdd.stages.curves import write_curves
@@ -33,7 +36,9 @@ class PretrainParams:
     lr: float = param(1e-4, gt=0)
     beta1: float = param(0.0, ge=0, le=1)
     beta2: float = param(0.9, ge=0, le=1)
-    gp_weight: float = param(10.0, ge=0)
+    gp_weight: float = param(10.0, ge=0, help="gradient-penalty weight (wgan-gp-ac; hinge-proj has none)")
+    gan_loss: str = param("wgan-gp-ac", choices=tuple(GAN_OBJECTIVES),
+                          help="wgan-gp-ac (DiM, the paper) | hinge-proj (spectral-norm projection critic)")
     g_width: int = param(196, ge=1)
     d_width: int = param(196, ge=1)
     z_dim: int = param(100, ge=2)
@@ -102,7 +107,7 @@ def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
     spec = GanSpec(in_channels=c, image_size=h, num_classes=train.num_classes, g_width=params.g_width,
                    d_width=params.d_width, z_dim=params.z_dim, conditioning=params.conditioning,
                    classes=list(train.classes), dataset=data.name,
-                   mean=list(data.info["mean"]), std=list(data.info["std"]))
+                   mean=list(data.info["mean"]), std=list(data.info["std"]), gan_loss=params.gan_loss)
     trainer = Pretrainer(params, spec, train, device)
     phash = params_hash(params)
     with storage.staged_output(output) as stage:

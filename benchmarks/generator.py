@@ -1,0 +1,184 @@
+"""Generator recipes and SKD loss modes over GAN seeds: the GAN's own fixed IPC set, strict protocol.
+
+    python benchmarks/generator.py --preset benchmarks/presets/cpu-generator.yaml --work runs/cpu-generator
+    python benchmarks/generator.py --preset ... --work ... --datasets mnist     # one dataset of the preset
+    python benchmarks/generator.py --preset ... --work ... --render-only        # re-write the results page only
+
+What a user gets from the generator alone: `sample selection=none` (IPC images per class drawn at random from the
+generator, EMA weights when the artifact has them), trained on under the strict protocol. Rows per dataset:
+
+* `random`: a random real subset of the same size (the bar to clear);
+* one row per `recipes` entry: pretrain with those overrides (e.g. `gan_loss`, `ema_decay`, `d_augment`), per GAN
+  seed (the pretrain seed; every stage's own seed stays fixed, so seeds differ only by the GAN);
+* one row per `skd_modes` entry: the `skd_recipe` generator distilled with those overrides (the GAN-only control,
+  SKD at the paper's λ, ×100, balanced ...), per seed, with the per-seed paired difference against `control`;
+  `lambda_x: k` in a mode means λ = k × the paper's λ for each dataset.
+
+Order: recipes first (in the preset's order, every dataset and seed of one recipe before the next), then the loss
+modes, so a stopped run has complete seed sets for the rows that matter most. Stages are reused when their output's
+manifest reads (re-running resumes; stages resume from their checkpoints). `docs/results.md` gets the section
+between `<!-- generator:<name> begin -->` and `... end -->`; `<work>/results.json` holds every number and each
+stage's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+from fixed_set import Runner, _ov, run_and_save, summarise, write_section
+
+
+class GeneratorRunner(Runner):
+    def recipe_gan(self, ds: dict, recipe: str, seed: int) -> Path:
+        return self.stage("pretrain", ds["d"] / recipe / f"seed{seed}" / "gan", {"dataset": ds["data"]},
+                          _ov(self.preset["recipes"][recipe]) + [f"seed={seed}"])
+
+    def own_set(self, ds: dict, row: str, folder: Path, gan: Path, seed: int) -> None:
+        """The generator's own IPC set (no selection), evaluated; recorded as `row` for `seed`."""
+        ipc = self.preset["ipc"]
+        sample = self.stage("sample", folder / f"sample-ipc{ipc}", {"gan": gan, "teacher": ds["teacher"]},
+                            [f"ipc={ipc}", "selection=none", "candidates_per_class=null"])
+        self.record(ds["cells"], ipc, row, str(seed), self.evaluate(ds["data"], sample, row, ipc))
+
+    def run(self, only: list[str] | None = None) -> None:
+        names = [n for n in self.preset["datasets"] if not only or n in only]
+        sets = [self.dataset(n, self.preset["datasets"][n] or {}) for n in names]
+        ipc = self.preset["ipc"]
+        for ds in sets:
+            out = self.stage("select", ds["d"] / f"select-random-ipc{ipc}", {"dataset": ds["data"],
+                                                                          "teacher": ds["teacher"]},
+                             ["method=random", f"ipc={ipc}"])
+            self.record(ds["cells"], ipc, "random", "-", self.evaluate(ds["data"], out, "random", ipc))
+        for recipe in self.preset["recipes"]:
+            for ds in sets:
+                for seed in self.preset["gan_seeds"]:
+                    gan = self.recipe_gan(ds, recipe, seed)
+                    self.own_set(ds, recipe, gan.parent, gan, seed)
+        from skdd.stages.distill import default_lambda
+
+        base = self.preset.get("skd_recipe")
+        for mode, overrides in (self.preset.get("skd_modes") or {}).items():
+            for name, ds in zip(names, sets):
+                if "lambda_x" in overrides:   # a multiple of the paper's λ for this dataset
+                    overrides = {k: v for k, v in overrides.items() if k != "lambda_x"} | {
+                        "lambda_skd": overrides["lambda_x"] * default_lambda(overrides.get("loss", "skd"), name)}
+                for seed in self.preset["gan_seeds"]:
+                    folder = ds["d"] / base / f"seed{seed}" / f"distill-{mode}"
+                    gan = self.stage("distill", folder / "gan", {"dataset": ds["data"],
+                                                                 "gan": self.recipe_gan(ds, base, seed)},
+                                     _ov(overrides) + [f"seed={seed}"])
+                    self.own_set(ds, f"{base} → {mode}", folder, gan, seed)
+
+
+def paired(row: dict, control: dict) -> dict | None:
+    """Mean ± std over seeds of (row − control) on the same GAN seed; None without a common seed."""
+    a, b = summarise(row)["per_seed"], summarise(control)["per_seed"]
+    diffs = [a[s] - b[s] for s in a if s in b]
+    if not diffs:
+        return None
+    return {"mean": statistics.fmean(diffs), "std": statistics.pstdev(diffs) if len(diffs) > 1 else 0.0,
+            "n": len(diffs), "per_seed": diffs}
+
+
+def verdict(d: dict | None) -> str:
+    """'no effect' when the paired difference is within its spread over seeds (or has one seed), as the
+    project's rule for comparisons says; else the sign."""
+    if d is None:
+        return "—"
+    if d["n"] < 2 or abs(d["mean"]) <= d["std"]:
+        return "no effect"
+    return "better" if d["mean"] > 0 else "worse"
+
+
+def render(results: dict, preset: dict, command: str) -> str:
+    name, ipc = preset["name"], str(preset["ipc"])
+    lines = [f"<!-- generator:{name} begin -->", f"## Preset `{name}`: generator recipes and SKD loss modes", "",
+             preset.get("description", "").strip(), "",
+             "| | |", "|---|---|", f"| command | `{command}` |", f"| device | {results['device']} |",
+             f"| torch | {results['torch']} |", f"| commit | `{results['commit']}` |", f"| date | {results['date']} |",
+             f"| wall time of the last run | {results['wall_minutes']:.0f} min (stages reused from earlier runs "
+             "are not counted) |", ""]
+    control = f"{preset.get('skd_recipe')} → {preset.get('control')}"
+    for ds, cells in results["datasets"].items():
+        rows = cells.get(ipc, {})
+        if not rows:
+            continue
+        lines += [f"**{ds}** ({cells['data_note']}), IPC {ipc}, the generator's own set (no selection), strict "
+                  "protocol, ConvNet3, test accuracy (%): mean ± std over GAN seeds of each seed's mean over trials "
+                  "[per seed]; paired Δ: per-seed difference against the row named, mean ± std over seeds, and "
+                  "the verdict ('no effect' when |mean| ≤ std):", "",
+                  "| row | accuracy | Δ random | paired Δ | verdict | pretrain / distill min per seed |",
+                  "|---|---:|---:|---:|---|---:|"]
+        rand = summarise(rows["random"])["mean"] if "random" in rows else None
+        first = next((r for r in preset["recipes"] if r in rows), None)
+        base = preset.get("skd_recipe")
+        order = ["random", *preset["recipes"], *(f"{base} → {m}" for m in preset.get("skd_modes") or {})]
+        for rname in [r for r in order if r in rows]:
+            row = rows[rname]
+            s = summarise(row)
+            seeds = "" if not s["per_seed"] else " [" + ", ".join(f"{v:.1f}" for v in s["per_seed"].values()) + "]"
+            acc = f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']} {s['over']}){seeds}"
+            d_rand = "" if rand is None or rname == "random" else f"{s['mean'] - rand:+.1f}"
+            ref = None if rname == "random" or rname == first else control if "→" in rname else first
+            d = paired(row, rows[ref]) if ref and ref in rows and rname != ref else None
+            d_txt = "" if d is None else f"{d['mean']:+.1f} ± {d['std']:.1f} vs {ref}"
+            lines.append(f"| {rname} | {acc} | {d_rand} | {d_txt} | {verdict(d) if d else ''} | "
+                         f"{minutes(results, ds, rname, preset)} |")
+        lines.append("")
+    lines.append(f"<!-- generator:{name} end -->")
+    return "\n".join(lines) + "\n"
+
+
+def minutes(results: dict, ds: str, rname: str, preset: dict) -> str:
+    """Mean wall minutes per seed of the row's training stage (pretrain for recipes, distill for loss modes)."""
+    if "→" in rname:
+        part = f"/distill-{rname.split(' → ')[1]}/gan"
+    elif rname in preset["recipes"]:
+        part = f"{ds}/{rname}/seed"
+    else:
+        return ""
+    walls = [w for k, w in results["wall_seconds"].items()
+             if k.startswith(f"{ds}/") and part in k and k.endswith("/gan")]
+    return f"{statistics.fmean(walls) / 60:.1f}" if walls else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--datasets", nargs="*", help="run only these of the preset's datasets (earlier results stay)")
+    ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--no-docs", action="store_true", help="do not touch docs/results.md")
+    args = ap.parse_args(argv)
+    preset = yaml.safe_load(Path(args.preset).read_text())
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    results_path = work / "results.json"
+    command = f"python benchmarks/generator.py --preset {args.preset} --work {args.work}"
+    previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    if args.render_only:
+        results = previous
+    else:
+        results = dict(previous)
+        runner = GeneratorRunner(preset, work)
+        runner.datasets.update({k: v for k, v in previous.get("datasets", {}).items()
+                                if args.datasets and k not in args.datasets})
+        runner.wall.update(previous.get("wall_seconds", {}))
+        run_and_save(runner, lambda: runner.run(args.datasets), results, results_path, preset["name"], command)
+    text = render(results, preset, command)
+    print(text)
+    if not args.no_docs:
+        write_section(text, preset["name"], kind="generator")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The CGAN objectives (`pretrain.gan_loss`): hinge losses against hand-computed values, the projection critic's
+spectral norm and label conditioning, and the choice travelling in the GAN artifact through distill and sample."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from skdd.errors import SkddError
+from skdd.gan_artifact import GanSpec, read_spec
+from skdd.losses import GAN_OBJECTIVES, hinge_critic_loss, hinge_generator_loss
+from skdd.models import create_model
+from skdd.stages.registry import run_stage
+
+from helpers import TINY_DISTILL, TINY_PRETRAIN, ingest_tiny
+
+
+class TableCritic(nn.Module):
+    """D(x, y) = x.mean() + table[y]: scores chosen by hand."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = nn.Parameter(torch.tensor(table))
+
+    def forward(self, x, y):
+        return x.flatten(1).mean(1) + self.table[y]
+
+
+def test_hinge_critic_loss_hand_computed():
+    critic = TableCritic([0.0, 2.0, -0.5])
+    real, y_real = torch.zeros(2, 1, 2, 2), torch.tensor([1, 2])       # scores 2.0, -0.5
+    fake, y_fake = torch.zeros(2, 1, 2, 2), torch.tensor([0, 2])       # scores 0.0, -0.5
+    # real: max(0, 1-2)=0, max(0, 1+0.5)=1.5 -> 0.75 ; fake: max(0, 1+0)=1, max(0, 1-0.5)=0.5 -> 0.75
+    assert hinge_critic_loss(critic, real, y_real, fake, y_fake, gp_weight=10.0).item() == pytest.approx(1.5)
+
+
+def test_hinge_generator_loss_hand_computed_and_flows_to_the_images():
+    critic = TableCritic([0.0, 2.0, -0.5])
+    fake = torch.full((2, 1, 2, 2), 0.25, requires_grad=True)
+    loss = hinge_generator_loss(critic, fake, torch.tensor([1, 2]))     # -(2.25 + -0.25)/2
+    assert loss.item() == pytest.approx(-1.0)
+    loss.backward()
+    assert torch.allclose(fake.grad, torch.full_like(fake, -1 / 8))     # -1/2 (batch mean) * 1/4 (pixel mean)
+
+
+def test_the_critic_loss_does_not_train_g():
+    critic = TableCritic([0.0, 1.0])
+    fake = torch.ones(2, 1, 2, 2, requires_grad=True)
+    hinge_critic_loss(critic, torch.zeros(2, 1, 2, 2), torch.tensor([0, 1]), fake, torch.tensor([0, 1])).backward()
+    assert fake.grad is None and critic.table.grad is not None
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
+def test_projection_critic_is_spectrally_normalised_and_label_conditioned(size, channels):
+    torch.manual_seed(0)
+    d = create_model("projection-discriminator", in_channels=channels, num_classes=10, image_size=size, width=8)
+    x = torch.randn(4, channels, size, size)
+    for _ in range(30):                        # power iterations converge in training mode
+        d(x, torch.zeros(4, dtype=torch.long))
+    d.eval()
+    for m in d.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            sigma = torch.linalg.matrix_norm(m.weight.flatten(1), ord=2)
+            assert sigma.item() == pytest.approx(1.0, rel=0.05), m
+    out_a, out_b = d(x, torch.zeros(4, dtype=torch.long)), d(x, torch.full((4,), 3))
+    assert out_a.shape == (4,) and not torch.allclose(out_a, out_b)      # the label changes the score
+
+
+def test_every_objective_names_a_registered_discriminator():
+    from skdd.models import list_models
+
+    assert set(o.discriminator for o in GAN_OBJECTIVES.values()) <= set(list_models("discriminator"))
+
+
+def test_hinge_proj_step_has_no_gradient_penalty():
+    from skdd.adversarial import gan_step
+
+    torch.manual_seed(0)
+    spec = GanSpec(in_channels=1, image_size=28, num_classes=10, g_width=4, d_width=4, z_dim=16,
+                   conditioning="overwrite", classes=[str(i) for i in range(10)], dataset="t", mean=[0.5], std=[0.5],
+                   gan_loss="hinge-proj")
+    g, d = spec.build()
+    calls = []
+    d.register_forward_hook(lambda m, inp, out: calls.append(inp[0].requires_grad))
+    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    x, y = torch.rand(4, 1, 28, 28) * 2 - 1, torch.arange(4)
+    losses = gan_step(g, d, opt_g, opt_d, x, y, spec, 10.0, torch.device("cpu"), False)
+    assert len(calls) == 3        # G's fake, D's real and fake: no interpolates for a penalty
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+
+
+def test_hinge_proj_artifact_through_distill_and_sample(tmp_path):
+    data = ingest_tiny(tmp_path)
+    gan = tmp_path / "gan"
+    run_stage("pretrain", output=str(gan), inputs={"dataset": str(data)},
+              overrides=TINY_PRETRAIN + ["steps=2", "gan_loss=hinge-proj"])
+    assert read_spec(gan).gan_loss == "hinge-proj"
+    manifest = json.loads((gan / "manifest.json").read_text())
+    assert manifest["gan"]["gan_loss"] == "hinge-proj" and manifest["params"]["gan_loss"] == "hinge-proj"
+    dist = tmp_path / "dist"
+    run_stage("distill", output=str(dist), inputs={"dataset": str(data), "gan": str(gan)},
+              overrides=TINY_DISTILL + ["steps=2"])
+    assert read_spec(dist).gan_loss == "hinge-proj"          # distill keeps the critic it was given
+    teacher = tmp_path / "teacher"
+    run_stage("teacher", output=str(teacher), inputs={"dataset": str(data)}, overrides=["width=4", "epochs=1"])
+    sample = tmp_path / "sample"
+    run_stage("sample", output=str(sample), inputs={"gan": str(dist), "teacher": str(teacher)},
+              overrides=["ipc=2", "selection=none", "candidates_per_class=null"])
+    assert (sample / "manifest.json").is_file()
+
+
+def test_spec_without_gan_loss_reads_as_wgan_and_unknown_is_refused(tmp_path):
+    spec = dict(in_channels=1, image_size=28, num_classes=10, g_width=4, d_width=4, z_dim=16,
+                conditioning="overwrite", classes=[str(i) for i in range(10)], dataset="t", mean=[0.5], std=[0.5])
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    assert read_spec(tmp_path).gan_loss == "wgan-gp-ac"     # artifacts made before the choice existed
+    (tmp_path / "model.json").write_text(json.dumps({**spec, "gan_loss": "lsgan"}))
+    with pytest.raises(SkddError, match="unknown gan_loss 'lsgan'"):
+        read_spec(tmp_path)
+
+
+def test_unknown_gan_loss_param_is_one_line(tmp_path):
+    data = ingest_tiny(tmp_path)
+    with pytest.raises(SkddError, match="gan_loss"):
+        run_stage("pretrain", output=str(tmp_path / "gan"), inputs={"dataset": str(data)},
+                  overrides=TINY_PRETRAIN + ["steps=1", "gan_loss=lsgan"])
+    assert not (tmp_path / "gan").exists()
