@@ -126,7 +126,8 @@ class Runner:
         return {"d": d, "data": data, "teacher": teacher, "cells": self.datasets[name]}
 
     def gan(self, ds: dict, seed: int) -> Path:
-        return self.stage("pretrain", ds["d"] / f"seed{seed}" / "gan", {"dataset": ds["data"]}, [f"seed={seed}"])
+        return self.stage("pretrain", ds["d"] / f"seed{seed}" / "gan",
+                          {"dataset": ds["data"], "teacher": ds["teacher"]}, [f"seed={seed}"])
 
     def headline(self, ds: dict, ipc: int) -> None:
         """Real rows, pixel DM, and the refined set of every GAN seed."""
@@ -169,7 +170,8 @@ class Runner:
         for seed in self.preset["gan_seeds"]:
             for loss in ("gan-only", "skd"):      # the loss mode names the generator's rows
                 gpath = self.stage("distill", ds["d"] / f"seed{seed}" / f"distill-{loss}",
-                                   {"dataset": ds["data"], "gan": self.gan(ds, seed)}, [f"loss={loss}", f"seed={seed}"])
+                                   {"dataset": ds["data"], "gan": self.gan(ds, seed), "teacher": ds["teacher"]},
+                                   [f"loss={loss}", f"seed={seed}"])
                 self.refined_row(ds["cells"], ds["data"], ds["teacher"], k, ipc, seed, loss, gpath)
 
     def run(self) -> None:
@@ -266,7 +268,8 @@ def run_and_save(runner: Runner, run, results: dict, results_path: Path, name: s
     def save() -> None:
         results.update({"preset": name, "datasets": runner.datasets, "wall_seconds": runner.wall,
                         "wall_minutes": (time.perf_counter() - t0) / 60, "torch": torch.__version__,
-                        "device": f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)",
+                        "device": f"cpu: {platform.processor() or platform.machine()} "
+                                  f"({torch.get_num_threads()} threads)",
                         "commit": commit, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                         "command": command})
         results_path.write_text(json.dumps(results, indent=2) + "\n")

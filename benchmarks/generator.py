@@ -37,7 +37,8 @@ from fixed_set import Runner, _ov, run_and_save, summarise, write_section
 
 class GeneratorRunner(Runner):
     def recipe_gan(self, ds: dict, recipe: str, seed: int) -> Path:
-        return self.stage("pretrain", ds["d"] / recipe / f"seed{seed}" / "gan", {"dataset": ds["data"]},
+        return self.stage("pretrain", ds["d"] / recipe / f"seed{seed}" / "gan",
+                          {"dataset": ds["data"], "teacher": ds["teacher"]},
                           _ov(self.preset["recipes"][recipe]) + [f"seed={seed}"])
 
     def own_set(self, ds: dict, row: str, folder: Path, gan: Path, seed: int) -> None:
@@ -71,7 +72,7 @@ class GeneratorRunner(Runner):
                         "lambda_skd": overrides["lambda_x"] * default_lambda(overrides.get("loss", "skd"), name)}
                 for seed in self.preset["gan_seeds"]:
                     folder = ds["d"] / base / f"seed{seed}" / f"distill-{mode}"
-                    gan = self.stage("distill", folder / "gan", {"dataset": ds["data"],
+                    gan = self.stage("distill", folder / "gan", {"dataset": ds["data"], "teacher": ds["teacher"],
                                                                  "gan": self.recipe_gan(ds, base, seed)},
                                      _ov(overrides) + [f"seed={seed}"])
                     self.own_set(ds, f"{base} → {mode}", folder, gan, seed)

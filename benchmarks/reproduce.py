@@ -253,10 +253,12 @@ class Plan:
         p, d = self.preset, ds.key
         ingest = self.add(Node(f"{d}/dataset", "ingest", d, {}, _ov(p.get("ingest")) + _ov(
             {"name": ds.name, "source": ds.source, "location": ds.location})))
-        gan = self.add(Node(f"{d}/gan", "pretrain", d, {"dataset": ingest}, _ov(p.get("pretrain"))))
 
-        def teacher() -> str:   # only planned when a selection or a feature-space baseline needs it
+        def teacher() -> str:   # the generator's quality probe, selections and feature-space baselines read it
             return self.add(Node(f"{d}/teacher", "teacher", d, {"dataset": ingest}, _ov(p.get("teacher"))))
+
+        gan = self.add(Node(f"{d}/gan", "pretrain", d, {"dataset": ingest, "teacher": teacher()},
+                            _ov(p.get("pretrain"))))
 
         def distill(loss: str, mult: float | None = None) -> str:
             extra: dict[str, Any] = {"loss": loss}
@@ -266,7 +268,7 @@ class Plan:
 
                 extra["lambda_skd"] = round(mult * default_lambda(loss, ds.name), 12)
                 tag += f"-lam{_mult_tag(mult)}x"
-            return self.add(Node(f"{d}/{tag}", "distill", d, {"dataset": ingest, "gan": gan},
+            return self.add(Node(f"{d}/{tag}", "distill", d, {"dataset": ingest, "gan": gan, "teacher": teacher()},
                                  _ov(p.get("distill")) + _ov(extra)))
 
         def evaluate(src_key: str, tag: str, ipc: int | None, protocol: str, label: str) -> str:
@@ -698,6 +700,8 @@ def estimate(runner: Runner) -> dict:
                 s = units * (p.epochs * cm["strict_epoch"] * max(scale, 1.0) + cm["test_pass"])
             else:
                 s = units * (p.epochs * cm["dim_epoch"] * max(scale, 1.0) + p.checks * cm["test_pass"])
+        if node.stage in ("pretrain", "distill") and p.probe_every:   # probes: every N steps and at the last
+            s += -(-p.steps // p.probe_every) * cm.get("probe", 0.0)
         per_stage[key] = round(s + over, 1)
     by_kind: dict[str, float] = {}
     for key, s in per_stage.items():

@@ -1,4 +1,5 @@
-"""The skdd Kubeflow pipeline: ingest → teacher, pretrain → distill → (per IPC) sample → refine → evaluate → report.
+"""The skdd Kubeflow pipeline: ingest → teacher → pretrain → distill → (per IPC) sample → refine → evaluate →
+report.
 
 The graph mirrors dvc.yaml's main chain, stage for stage, through the same `run_stage` calls. What is
 fixed when compiling (`PipelineOptions`, the flags of `skdd pipeline compile`): the image, which stages get
@@ -162,9 +163,11 @@ def build_pipeline(options: PipelineOptions):
                                                     **source), "fingerprint", cache=False)
         data = platform(c.ingest(source_fingerprint=fingerprint.output, **source, **common), "ingest")
         classifier = platform(c.teacher(dataset=data.outputs["dataset"], device=device, **common), "teacher")
-        gan = platform(c.pretrain(dataset=data.outputs["dataset"], device=device, **common), "pretrain")
-        distilled = platform(c.distill(dataset=data.outputs["dataset"], gan=gan.outputs["gan"], loss=loss,
-                                       device=device, **common), "distill")
+        gan = platform(c.pretrain(dataset=data.outputs["dataset"], teacher=classifier.outputs["classifier"],
+                                  device=device, **common), "pretrain")
+        distilled = platform(c.distill(dataset=data.outputs["dataset"], gan=gan.outputs["gan"],
+                                       teacher=classifier.outputs["classifier"], loss=loss, device=device, **common),
+                             "distill")
         with dsl.ParallelFor(ipc_list, name="per-ipc") as ipc:
             synthetic = platform(c.sample(generator=distilled.outputs["generator"],
                                           teacher=classifier.outputs["classifier"], ipc=ipc, device=device,

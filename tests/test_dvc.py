@@ -88,7 +88,8 @@ def test_killed_repro_resumes_from_checkpoints(tmp_path):
     assert "pretrain: resuming from step" in second, second
     assert "up to date" in run([str(BIN / "dvc"), "status", "pretrain"], repo, env)
     ref = tmp_path / "ref"
-    run([str(BIN / "skdd"), "pretrain", "--dataset", "artifacts/dataset", "--out", str(ref)], repo, env)
+    run([str(BIN / "skdd"), "pretrain", "--dataset", "artifacts/dataset", "--teacher", "artifacts/teacher",
+         "--out", str(ref)], repo, env)
     for name in ("generator.safetensors", "discriminator.safetensors"):
         assert (repo / "artifacts" / "gan" / name).read_bytes() == (ref / name).read_bytes(), name
     assert "every file and every ancestor matches" in run([str(BIN / "skdd"), "lineage", "verify", "artifacts/gan"],

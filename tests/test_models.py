@@ -7,6 +7,8 @@ parameter count itself is the thing checked, and those models are built but neve
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -41,13 +43,21 @@ def _build(name: str, cfg: tuple[int, int], **kwargs) -> torch.nn.Module:
     return create_model(name, in_channels=c, num_classes=NUM_CLASSES, image_size=s, width=WIDTH, **kwargs)
 
 
+def _label_conditioned(model: torch.nn.Module) -> bool:
+    """A critic that takes the label as a second input (the projection critic) rather than predicting it."""
+    return len(inspect.signature(model.forward).parameters) == 2
+
+
 def _inputs(model: torch.nn.Module, name: str, cfg: tuple[int, int], seed: int = 123) -> tuple:
     """Inputs drawn from a private generator so they never depend on the global RNG state."""
     g = torch.Generator().manual_seed(seed)
     c, s = cfg
     if model_kind(name) == "generator":
         return torch.randn(BATCH, model.z_dim, generator=g), torch.randint(0, NUM_CLASSES, (BATCH,), generator=g)
-    return (torch.randn(BATCH, c, s, s, generator=g),)
+    x = torch.randn(BATCH, c, s, s, generator=g)
+    if model_kind(name) == "discriminator" and _label_conditioned(model):
+        return x, torch.randint(0, NUM_CLASSES, (BATCH,), generator=g)
+    return (x,)
 
 
 def _outputs(model: torch.nn.Module, name: str, inputs: tuple) -> list[torch.Tensor]:
@@ -70,7 +80,7 @@ def test_registry_lists_expected_names_sorted_and_by_kind():
     assert set(names) >= {"generator", "discriminator", "convnet3", "resnet10", "resnet18",
                           "resnet10_dc", "resnet18_dc", "alexnet", "vgg11"}
     assert list_models("generator") == ["generator"]
-    assert list_models("discriminator") == ["discriminator"]
+    assert list_models("discriminator") == ["discriminator", "projection-discriminator"]
     by_kind = list_models("classifier") + list_models("generator") + list_models("discriminator")
     assert sorted(by_kind) == names
 
@@ -126,6 +136,8 @@ def test_output_shapes(name, kwargs, cfg):
         elif kind == "generator":
             assert out.shape == (BATCH, c, s, s)
             assert out.min() >= -1 and out.max() <= 1
+        elif _label_conditioned(model):
+            assert out.shape == (BATCH,)        # one score of each image as a member of its given class
         else:
             src, cls = out
             assert src.shape == (BATCH,)

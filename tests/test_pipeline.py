@@ -138,7 +138,8 @@ def test_graph_parameters_and_caching(committed):
     inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert {"sample", "refine", "evaluate"} <= set(inner)
     assert all(inner[n]["cachingOptions"]["enableCache"] for n in ("sample", "refine", "evaluate"))
-    assert set(tasks["distill"]["dependentTasks"]) == {"ingest", "pretrain"}
+    assert set(tasks["distill"]["dependentTasks"]) == {"ingest", "pretrain", "teacher"}   # the probe reads it
+    assert set(tasks["pretrain"]["dependentTasks"]) == {"ingest", "teacher"}
     assert set(tasks["teacher"]["dependentTasks"]) == {"ingest"}
     assert set(inner["refine"]["dependentTasks"]) == {"sample"}
     assert inner["evaluate"]["inputs"]["artifacts"]["synthetic"]["taskOutputArtifact"]["producerTask"] == "refine"

@@ -24,6 +24,7 @@ from skdd.data.batches import EpochBatcher, Pixels
 from skdd.device import DEVICES, autocast, prepare_module, resolve_device, seed_everything
 from skdd.errors import SkddError
 from skdd.ema import GeneratorEMA
+from skdd.probe import PROBE_FILE, build_probe, probe_metrics, probe_rows
 from skdd.gan_artifact import load_ema_state, load_gan, save_gan
 from skdd.losses import MATCH_LOSSES, match_loss
 from skdd.models import list_models
@@ -77,6 +78,10 @@ class DistillParams:
                                                            "else from G), saved and sampled from (null: off)")
     grad_norm_every: int = param(0, ge=0, help="every N steps log |grad| of the adversarial and the weighted "
                                                "matching term at G's output, and their ratio (0: never)")
+    probe_every: int = param(0, ge=0, help="every N steps and at the last, log the generator's CAS and FD on the "
+                                           "validation split (skdd.probe; needs --teacher); 0: off")
+    probe_per_class: int = param(50, ge=2, help="probe: images generated per class")
+    probe_steps: int = param(200, ge=1, help="probe: SGD steps of the CAS classifier (ConvNet3 width 16)")
     checkpoint_every: int = param(200, ge=1)
     log_every: int = param(50, ge=1)
 
@@ -166,6 +171,10 @@ class Distiller:
     def meta(self) -> dict:
         return self.pool.meta()
 
+    def sampler(self):
+        """The weights `sample` would draw from: the moving average when kept, else G."""
+        return self.ema.module if self.ema is not None else self.g
+
     def resume(self, ckpt) -> None:
         self.pool.rebuild(ckpt.meta)
         ckpt_mod.restore(ckpt, self.modules(), self.optimizers())
@@ -189,7 +198,7 @@ def load_generator_for_distill(params: DistillParams, gan_path, device: torch.de
 def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
     device = resolve_device(params.device)
     seed_everything(params.seed, device)
-    data = load_dataset(inputs["dataset"], splits=("train",))
+    data = load_dataset(inputs["dataset"], splits=("train", "val") if params.probe_every else ("train",))
     gan_path, _ = open_input(inputs["gan"], "gan")
     spec, g, d, opt_g, opt_d = load_generator_for_distill(params, gan_path, device)
     train = data.train.to(device)
@@ -204,6 +213,7 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
         lam = params.lambda_skd if params.lambda_skd is not None else default_lambda(params.loss, data.name)
     ema_init = load_ema_state(gan_path) if params.ema_decay is not None else None
     distiller = Distiller(params, spec, g, d, opt_g, opt_d, train, device, lam, ema_init=ema_init)
+    probe, teacher_record = build_probe("distill", params, inputs, data, spec, device)
     phash = params_hash(params)
 
     with storage.staged_output(output) as stage:
@@ -212,10 +222,13 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
         curves, elapsed = run_steps(distiller, name=f"distill[{params.loss}]",
                                     ckpts=storage.checkpointer(output, phash),
                                     steps=params.steps, log_every=params.log_every,
-                                    checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size)
+                                    checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size,
+                                    probe=probe, probe_every=params.probe_every)
         save_gan(stage, spec, g, d, opt_g, opt_d,
                  g_ema=distiller.ema.module if distiller.ema is not None else None)
         write_curves(stage / "curves.csv", curves)
+        if probe is not None:
+            write_curves(stage / PROBE_FILE, probe_rows(curves))
         # where G's moving average started: the input artifact's average, G itself, or none kept
         ema_from = None if distiller.ema is None else "input-ema" if ema_init is not None else "generator"
         final = curves[-1] if curves else {}
@@ -227,11 +240,11 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
                    "final_loss_g": final.get("loss_g"),
                    "final_loss_match": final.get("loss_match"),
                    "pool_draws": distiller.pool.draws if distiller.matching else {},
-                   "grad_ratio_median": sorted(ratios)[len(ratios) // 2] if ratios else None,
+                   "grad_ratio_median": sorted(ratios)[len(ratios) // 2] if ratios else None, **probe_metrics(curves),
                    "wall_seconds_this_run": round(elapsed, 2)}
         return lineage.write_manifest(
             stage, kind="gan", stage="distill", params=as_dict(params), params_hash=phash,
             inputs=[lineage.input_record("dataset", inputs["dataset"], data.path),
-                    lineage.input_record("gan", inputs["gan"], gan_path)],
+                    lineage.input_record("gan", inputs["gan"], gan_path)] + [r for r in [teacher_record] if r],
             metrics=metrics, extra={"gan": dict(spec.__dict__), "resolved": {"lambda": lam, "ema_init": ema_from}},
             device=str(device))

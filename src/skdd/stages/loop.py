@@ -19,14 +19,18 @@ class Trainable(Protocol):
     def state_tensors(self) -> dict: ...
     def meta(self) -> dict[str, Any]: ...
     def resume(self, ckpt: ckpt_mod.Checkpoint) -> None: ...
+    def sampler(self): ...
 
 
 def run_steps(trainer: Trainable, *, name: str, ckpts: ckpt_mod.Checkpointer, steps: int, log_every: int,
-              checkpoint_every: int, images_per_step: int) -> tuple[list[dict], float]:
+              checkpoint_every: int, images_per_step: int, probe=None,
+              probe_every: int = 0) -> tuple[list[dict], float]:
     """Run steps 1..`steps`, resuming from the newest checkpoint; returns the logged curves and wall time.
 
     Every step's losses and, before each checkpoint and at the end, every weight must be finite (`skdd.guard`):
     a diverged run raises with the step and term, keeps only checkpoints of finite weights, and publishes nothing.
+    `probe(generator, step)` (skdd.probe), when given, runs every `probe_every` steps and at the last on
+    `trainer.sampler()`; its figures join that step's row of the curves and the Prometheus gauges.
     """
     start, curves = 0, []
     resumed = ckpts.latest()
@@ -46,7 +50,10 @@ def run_steps(trainer: Trainable, *, name: str, ckpts: ckpt_mod.Checkpointer, st
         for step in range(start + 1, steps + 1):
             losses = trainer.step()
             check_losses(name, step, losses)
-            if step % log_every == 0 or step == steps or "grad_ratio" in losses:   # a measured step is always kept
+            if probe is not None and (step % probe_every == 0 or step == steps):
+                losses = {**losses, **probe(trainer.sampler(), step)}
+            if step % log_every == 0 or step == steps or "grad_ratio" in losses or "probe_cas" in losses:
+                # a measured or probed step is always kept
                 curves.append({"step": step, **losses})
             progress.update(step, **{k: v for k, v in losses.items() if isinstance(v, float)})
             telemetry.report_step(step, losses, progress.rate(step))   # in memory only: pushing is another thread's

@@ -19,6 +19,7 @@ from skdd.data.batches import EpochBatcher, Pixels
 from skdd.errors import SkddError
 from skdd.device import DEVICES, prepare_module, resolve_device, seed_everything
 from skdd.ema import GeneratorEMA
+from skdd.probe import PROBE_FILE, build_probe, probe_metrics, probe_rows
 from skdd.gan_artifact import GanSpec, save_gan
 from skdd.losses import GAN_OBJECTIVES
 from skdd.adversarial import critic_augmentation, gan_step
@@ -48,6 +49,10 @@ class PretrainParams:
                                                            "with this decay, saved and sampled from (null: off)")
     d_augment: str | None = param(None, help="DiffAugment policy on everything D sees, e.g. color_crop_cutout "
                                              "(per-sample, differentiable; null: off, DiM's recipe)")
+    probe_every: int = param(0, ge=0, help="every N steps and at the last, log the generator's CAS and FD on the "
+                                           "validation split (skdd.probe; needs --teacher); 0: off")
+    probe_per_class: int = param(50, ge=2, help="probe: images generated per class")
+    probe_steps: int = param(200, ge=1, help="probe: SGD steps of the CAS classifier (ConvNet3 width 16)")
     checkpoint_every: int = param(500, ge=1)
     log_every: int = param(50, ge=1)
 
@@ -91,6 +96,10 @@ class Pretrainer:
     def meta(self) -> dict:
         return {}
 
+    def sampler(self):
+        """The weights `sample` would draw from: the moving average when kept, else G."""
+        return self.ema.module if self.ema is not None else self.g
+
     def resume(self, ckpt) -> None:
         ckpt_mod.restore(ckpt, self.modules(), self.optimizers())
         self.batcher.load_state_tensors(ckpt.tensors, "batcher")
@@ -99,7 +108,7 @@ class Pretrainer:
 def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
     device = resolve_device(params.device)
     seed_everything(params.seed, device)
-    data = load_dataset(inputs["dataset"], splits=("train",))
+    data = load_dataset(inputs["dataset"], splits=("train", "val") if params.probe_every else ("train",))
     train = data.train.to(device)
     c, h, w = train.shape
     if h != w:
@@ -109,19 +118,23 @@ def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
                    classes=list(train.classes), dataset=data.name,
                    mean=list(data.info["mean"]), std=list(data.info["std"]), gan_loss=params.gan_loss)
     trainer = Pretrainer(params, spec, train, device)
+    probe, teacher_record = build_probe("pretrain", params, inputs, data, spec, device)
     phash = params_hash(params)
     with storage.staged_output(output) as stage:
         curves, elapsed = run_steps(trainer, name="pretrain", ckpts=storage.checkpointer(output, phash),
                                     steps=params.steps, log_every=params.log_every,
-                                    checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size)
+                                    checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size,
+                                    probe=probe, probe_every=params.probe_every)
         g, d, opt_g, opt_d = trainer.g, trainer.d, trainer.opt_g, trainer.opt_d
         save_gan(stage, spec, g, d, opt_g, opt_d, g_ema=trainer.ema.module if trainer.ema is not None else None)
         write_curves(stage / "curves.csv", curves)
+        if probe is not None:
+            write_curves(stage / PROBE_FILE, probe_rows(curves))
         final = curves[-1] if curves else {}
         metrics = {"steps": params.steps, "final_loss_g": final.get("loss_g"), "final_loss_d": final.get("loss_d"),
-                   "wall_seconds_this_run": round(elapsed, 2)}
+                   **probe_metrics(curves), "wall_seconds_this_run": round(elapsed, 2)}
         return lineage.write_manifest(
             stage, kind="gan", stage="pretrain", params=as_dict(params), params_hash=phash,
-            inputs=[lineage.input_record("dataset", inputs["dataset"], data.path)],
+            inputs=[lineage.input_record("dataset", inputs["dataset"], data.path)] + [r for r in [teacher_record] if r],
             metrics=metrics, extra={"gan": {k: v for k, v in spec.__dict__.items()}}, device=str(device))
 
