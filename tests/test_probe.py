@@ -132,3 +132,74 @@ def test_probe_without_teacher_logs_cas_alone_and_without_val_split_is_one_line(
         run_stage("pretrain", output=str(tmp_path / "b"), inputs={"dataset": str(no_val), "teacher": str(teacher)},
                   overrides=TINY_PRETRAIN + ["steps=2", "probe_every=2"])
     assert not (tmp_path / "b").exists()
+
+
+def test_probe_select_publishes_the_best_probed_weights(probe_setup, tmp_path, monkeypatch):
+    """The published G is the one of the step with the best CAS (scripted here to be step 2 of 4): the same bytes
+    as a run stopped at that step, while D stays the last step's."""
+    _, data_path, teacher = probe_setup
+    scores = iter([10.0, 50.0, 20.0, 30.0])
+    monkeypatch.setattr(GeneratorProbe, "_cas", lambda self, images, labels: next(scores))
+    probe = ["probe_every=1", "probe_per_class=2", "probe_steps=3"]
+    sel = tmp_path / "sel"
+    run_stage("pretrain", output=str(sel), inputs={"dataset": str(data_path), "teacher": str(teacher)},
+              overrides=TINY_PRETRAIN + ["steps=4", "checkpoint_every=2", "probe_select=true"] + probe)
+    assert [float(r["probe_cas"]) for r in csv.DictReader(open(sel / "probe.csv"))] == [10, 50, 20, 30]
+    assert json.loads((sel / "manifest.json").read_text())["resolved"]["probe_selected_step"] == 2
+    ref = tmp_path / "ref"
+    run_stage("pretrain", output=str(ref), inputs={"dataset": str(data_path)},
+              overrides=TINY_PRETRAIN + ["steps=2", "checkpoint_every=2"])
+    final = tmp_path / "final"
+    run_stage("pretrain", output=str(final), inputs={"dataset": str(data_path)},
+              overrides=TINY_PRETRAIN + ["steps=4", "checkpoint_every=2"])
+    a, b, c = (load_file(str(p / "generator.safetensors")) for p in (sel, ref, final))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)                  # not the last step's
+    d_sel, d_final = (load_file(str(p / "discriminator.safetensors")) for p in (sel, final))
+    assert all(torch.equal(d_sel[k], d_final[k]) for k in d_sel)        # D stays the last step's
+
+
+def test_probe_best_weights_survive_a_checkpoint_round_trip():
+    from skdd.gan_artifact import GanSpec
+
+    probe = GeneratorProbe.__new__(GeneratorProbe)
+    probe.select, probe.best = True, {"step": 3, "cas": 41.5, "state": {"w": torch.arange(4.0)}}
+    other = GeneratorProbe.__new__(GeneratorProbe)
+    other.select, other.best = True, None
+    other.load_state_tensors(probe.state_tensors())
+    assert other.best["step"] == 3 and other.best["cas"] == pytest.approx(41.5)
+    assert torch.equal(other.best["state"]["w"], torch.arange(4.0))
+    spec = GanSpec(in_channels=1, image_size=28, num_classes=10, g_width=4, d_width=4, z_dim=16,
+                   conditioning="overwrite", classes=[str(i) for i in range(10)], dataset="t", mean=[0.5], std=[0.5])
+    g = spec.build_generator()
+    probe.best["state"] = {k: torch.zeros_like(v) for k, v in g.state_dict().items()}
+    assert probe.publish_best(g) == 3 and all(not v.any() for v in g.state_dict().values())
+
+
+def test_probe_select_without_the_probe_is_refused(probe_setup, tmp_path):
+    _, data_path, _ = probe_setup
+    with pytest.raises(SkddError, match=r"probe_select: needs the probe"):
+        run_stage("pretrain", output=str(tmp_path / "x"), inputs={"dataset": str(data_path)},
+                  overrides=TINY_PRETRAIN + ["steps=2", "probe_select=true"])
+
+
+def test_probe_select_resumes_with_the_best_kept_in_the_checkpoint(probe_setup, tmp_path, monkeypatch):
+    """Best at step 2, a crash at step 3's probe, a resume from step 2's checkpoint: step 2 is still published
+    (a probe that forgot its best on resume would pick step 4)."""
+    _, data_path, teacher = probe_setup
+    scores = iter([10.0, 50.0, RuntimeError("crash"), 20.0, 30.0])
+
+    def scripted(self, images, labels):
+        value = next(scores)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    monkeypatch.setattr(GeneratorProbe, "_cas", scripted)
+    args = dict(output=str(tmp_path / "sel"), inputs={"dataset": str(data_path), "teacher": str(teacher)},
+                overrides=TINY_PRETRAIN + ["steps=4", "checkpoint_every=2", "probe_select=true", "probe_every=1",
+                                           "probe_per_class=2", "probe_steps=3"])
+    with pytest.raises(RuntimeError, match="crash"):
+        run_stage("pretrain", **args)
+    run_stage("pretrain", **args)
+    assert json.loads((tmp_path / "sel" / "manifest.json").read_text())["resolved"]["probe_selected_step"] == 2

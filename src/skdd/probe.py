@@ -10,6 +10,10 @@ Every `probe_every` steps (and at the last), pretrain and distill measure the we
   same generated images (FID's formula, with a classifier trained on the dataset in place of Inception, which
   has never seen a digit). It needs the `teacher` input; without one the probe logs CAS alone and says so.
 
+With `probe_select`, the probe also keeps a copy of the probed weights with the best CAS (in the checkpoints too,
+so a resumed run selects as an uninterrupted one) and the stage publishes those instead of the last step's: a
+checkpoint chosen on the validation split, never the test split. Off by default.
+
 The probe runs under its own random state (seeded by the stage's seed and the step), so switching it on changes
 no training step, a resumed run probes exactly as an uninterrupted one, and two probes differ only by the
 generator. Its cost is measured and logged (`probe_seconds`).
@@ -50,12 +54,15 @@ class GeneratorProbe:
     """CAS and FD of a generator on the validation split; one instance per stage run."""
 
     def __init__(self, spec: GanSpec, val: ImageDataset | None, teacher, device: torch.device, *, per_class: int,
-                 steps: int, seed: int, width: int = 16, batch_size: int = 64, lr: float = 0.01):
+                 steps: int, seed: int, width: int = 16, batch_size: int = 64, lr: float = 0.01,
+                 select: bool = False):
         if val is None or len(val) == 0:
             raise SkddError("probe: the dataset has no validation split (ingest val_per_class: 0); "
                             "set probe_every: 0 or re-ingest with a validation split")
         self.spec, self.device, self.per_class, self.steps, self.seed = spec, device, per_class, steps, seed
         self.width, self.batch_size, self.lr = width, batch_size, lr
+        self.select = select
+        self.best: dict | None = None   # with `select`: {"step", "cas", "state"} of the best probed weights
         self.teacher = teacher
         self.pixels = Pixels(spec.mean, spec.std, device)
         self.val_x = self.pixels.classifier(val.images.to(device))
@@ -103,7 +110,30 @@ class GeneratorProbe:
                 fd = {"probe_fd": frechet_distance(*self.real_stats, *fake_stats)}
             with torch.enable_grad():
                 cas = self._cas(images, labels)
+        if self.select and (self.best is None or cas > self.best["cas"]):
+            self.best = {"step": step, "cas": cas,
+                         "state": {k: v.detach().cpu().clone() for k, v in g.state_dict().items()}}
         return {"probe_cas": cas, **fd, "probe_seconds": time.perf_counter() - t0}
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The kept best weights for a checkpoint (empty without `select` or before the first probe)."""
+        if self.best is None:
+            return {}
+        return {"probe_best.step": torch.tensor(self.best["step"]), "probe_best.cas": torch.tensor(self.best["cas"]),
+                **{f"probe_best.state.{k}": v for k, v in self.best["state"].items()}}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        if "probe_best.step" in tensors:
+            prefix = "probe_best.state."
+            self.best = {"step": int(tensors["probe_best.step"]), "cas": float(tensors["probe_best.cas"]),
+                         "state": {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}}
+
+    def publish_best(self, g: nn.Module) -> int | None:
+        """With `select`: load the best probed weights into `g` (the sampling module) and return their step."""
+        if not self.select or self.best is None:
+            return None
+        g.load_state_dict(self.best["state"])
+        return self.best["step"]
 
 
 def build_probe(stage: str, params, inputs: dict[str, str], data, spec: GanSpec, device: torch.device):
@@ -115,7 +145,7 @@ def build_probe(stage: str, params, inputs: dict[str, str], data, spec: GanSpec,
         print(f"{stage}: probe without a teacher input: CAS only, no Fréchet distance (pass --teacher for it)",
               flush=True)
         return GeneratorProbe(spec, data.val, None, device, per_class=params.probe_per_class,
-                              steps=params.probe_steps, seed=params.seed), None
+                              steps=params.probe_steps, seed=params.seed, select=params.probe_select), None
     from skdd import lineage
     from skdd.stages.teacher import check_teacher_fits, load_teacher
 
@@ -124,7 +154,7 @@ def build_probe(stage: str, params, inputs: dict[str, str], data, spec: GanSpec,
     check_teacher_fits(teacher, (spec.in_channels, spec.image_size, spec.image_size), spec.num_classes,
                        f"the {stage} GAN")
     probe = GeneratorProbe(spec, data.val, teacher, device, per_class=params.probe_per_class,
-                           steps=params.probe_steps, seed=params.seed)
+                           steps=params.probe_steps, seed=params.seed, select=params.probe_select)
     return probe, lineage.input_record("teacher", inputs["teacher"], teacher.path)
 
 

@@ -82,11 +82,16 @@ class DistillParams:
                                            "validation split (skdd.probe; needs --teacher); 0: off")
     probe_per_class: int = param(50, ge=2, help="probe: images generated per class")
     probe_steps: int = param(200, ge=1, help="probe: SGD steps of the CAS classifier (ConvNet3 width 16)")
+    probe_select: bool = param(False, help="publish the sampling weights (EMA, else G) of the probe step with the "
+                                          "best CAS on the validation split instead of the last step's; D and the "
+                                          "optimizer states stay the last step's")
     checkpoint_every: int = param(200, ge=1)
     log_every: int = param(50, ge=1)
 
     def check(self, section: str) -> None:
         critic_augmentation(self.d_augment, section)
+        if self.probe_select and not self.probe_every:
+            raise SkddError(f"{section}.probe_select: needs the probe (probe_every > 0)")
         known = list_models("classifier")
         if not self.pool:
             raise SkddError(f"{section}.pool: must name at least one model (known: {', '.join(known)})")
@@ -224,6 +229,7 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
                                     steps=params.steps, log_every=params.log_every,
                                     checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size,
                                     probe=probe, probe_every=params.probe_every)
+        selected = probe.publish_best(distiller.sampler()) if probe is not None else None
         save_gan(stage, spec, g, d, opt_g, opt_d,
                  g_ema=distiller.ema.module if distiller.ema is not None else None)
         write_curves(stage / "curves.csv", curves)
@@ -246,5 +252,6 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
             stage, kind="gan", stage="distill", params=as_dict(params), params_hash=phash,
             inputs=[lineage.input_record("dataset", inputs["dataset"], data.path),
                     lineage.input_record("gan", inputs["gan"], gan_path)] + [r for r in [teacher_record] if r],
-            metrics=metrics, extra={"gan": dict(spec.__dict__), "resolved": {"lambda": lam, "ema_init": ema_from}},
+            metrics=metrics, extra={"gan": dict(spec.__dict__), "resolved": {"lambda": lam, "ema_init": ema_from,
+                                                             "probe_selected_step": selected}},
             device=str(device))

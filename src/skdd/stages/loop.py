@@ -36,6 +36,8 @@ def run_steps(trainer: Trainable, *, name: str, ckpts: ckpt_mod.Checkpointer, st
     resumed = ckpts.latest()
     if resumed is not None:
         trainer.resume(resumed)
+        if probe is not None:
+            probe.load_state_tensors(resumed.tensors)
         start, curves = resumed.step, resumed.meta["curves"]
         print(f"{name}: resuming from step {start} ({ckpts.folder})", flush=True)
     elif ckpts.stale():
@@ -59,7 +61,8 @@ def run_steps(trainer: Trainable, *, name: str, ckpts: ckpt_mod.Checkpointer, st
             telemetry.report_step(step, losses, progress.rate(step))   # in memory only: pushing is another thread's
             if step % checkpoint_every == 0 and step < steps:
                 check_weights(name, step, trainer.modules())
-                ckpts.save(step, trainer.modules(), trainer.optimizers(), tensors=trainer.state_tensors(),
+                tensors = {**trainer.state_tensors(), **(probe.state_tensors() if probe is not None else {})}
+                ckpts.save(step, trainer.modules(), trainer.optimizers(), tensors=tensors,
                            meta={"curves": curves, **trainer.meta()})
                 last_good = step
         check_weights(name, steps, trainer.modules())

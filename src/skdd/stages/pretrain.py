@@ -53,11 +53,16 @@ class PretrainParams:
                                            "validation split (skdd.probe; needs --teacher); 0: off")
     probe_per_class: int = param(50, ge=2, help="probe: images generated per class")
     probe_steps: int = param(200, ge=1, help="probe: SGD steps of the CAS classifier (ConvNet3 width 16)")
+    probe_select: bool = param(False, help="publish the sampling weights (EMA, else G) of the probe step with the "
+                                          "best CAS on the validation split instead of the last step's; D and the "
+                                          "optimizer states stay the last step's")
     checkpoint_every: int = param(500, ge=1)
     log_every: int = param(50, ge=1)
 
     def check(self, section: str) -> None:
         critic_augmentation(self.d_augment, section)
+        if self.probe_select and not self.probe_every:
+            raise SkddError(f"{section}.probe_select: needs the probe (probe_every > 0)")
 
 
 class Pretrainer:
@@ -126,6 +131,7 @@ def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
                                     checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size,
                                     probe=probe, probe_every=params.probe_every)
         g, d, opt_g, opt_d = trainer.g, trainer.d, trainer.opt_g, trainer.opt_d
+        selected = probe.publish_best(trainer.sampler()) if probe is not None else None
         save_gan(stage, spec, g, d, opt_g, opt_d, g_ema=trainer.ema.module if trainer.ema is not None else None)
         write_curves(stage / "curves.csv", curves)
         if probe is not None:
@@ -136,5 +142,6 @@ def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
         return lineage.write_manifest(
             stage, kind="gan", stage="pretrain", params=as_dict(params), params_hash=phash,
             inputs=[lineage.input_record("dataset", inputs["dataset"], data.path)] + [r for r in [teacher_record] if r],
-            metrics=metrics, extra={"gan": {k: v for k, v in spec.__dict__.items()}}, device=str(device))
+            metrics=metrics, extra={"gan": {k: v for k, v in spec.__dict__.items()},
+                                    "resolved": {"probe_selected_step": selected}}, device=str(device))
 
