@@ -35,6 +35,10 @@ def test_smoke_profile_reproduces_end_to_end(project):
     assert "eval-skd/metrics.json" in shown and "architectures.convnet3.mean" in shown
     verify = run([str(BIN / "skdd"), "lineage", "verify", "artifacts/report"], repo, env)
     assert "every file and every ancestor matches" in verify
+    # the generator probe's curve (smoke: every 2 steps) is a plot DVC reads without errors
+    plots = json.loads(run([str(BIN / "dvc"), "plots", "show", "--json", "artifacts/gan/probe.csv"], repo, env))
+    assert not plots.get("errors"), plots["errors"]
+    assert "probe_cas" in json.dumps(plots["data"]["artifacts/gan/probe.csv"])
 
 
 def test_dvc_config_is_offline():

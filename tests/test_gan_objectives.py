@@ -128,3 +128,25 @@ def test_unknown_gan_loss_param_is_one_line(tmp_path):
         run_stage("pretrain", output=str(tmp_path / "gan"), inputs={"dataset": str(data)},
                   overrides=TINY_PRETRAIN + ["steps=1", "gan_loss=lsgan"])
     assert not (tmp_path / "gan").exists()
+
+
+def test_n_critic_and_d_lr(tmp_path):
+    """n_critic: that many critic steps per generator step, each on the next real batch; d_lr: D's own rate."""
+    from skdd.stages.common import load_dataset
+    from skdd.stages.pretrain import PretrainParams, Pretrainer
+
+    data = load_dataset(ingest_tiny(tmp_path), splits=("train",))
+    spec = GanSpec(in_channels=1, image_size=28, num_classes=10, g_width=4, d_width=4, z_dim=16,
+                   conditioning="overwrite", classes=list(data.train.classes), dataset="tiny",
+                   mean=data.info["mean"], std=data.info["std"], gan_loss="hinge-proj")
+    torch.manual_seed(0)
+    p = PretrainParams(device="cpu", batch_size=8, lr=1e-4, d_lr=4e-4, n_critic=3, gan_loss="hinge-proj")
+    trainer = Pretrainer(p, spec, data.train, torch.device("cpu"))
+    steps = []
+    trainer.d.register_forward_hook(lambda m, inp, out: steps.append(inp[0].shape[0]))
+    trainer.step()
+    assert trainer.batcher.pos == 3                       # three real batches for one generator step
+    assert len(steps) == 1 + 2 * 3                        # G's pass, then real and fake for each critic step
+    assert trainer.opt_d.param_groups[0]["lr"] == 4e-4 and trainer.opt_g.param_groups[0]["lr"] == 1e-4
+    assert PretrainParams().d_lr is None and Pretrainer(PretrainParams(device="cpu", batch_size=8), spec, data.train,
+                                                        torch.device("cpu")).opt_d.param_groups[0]["lr"] == 1e-4

@@ -22,7 +22,7 @@ from skdd.ema import GeneratorEMA
 from skdd.probe import PROBE_FILE, build_probe, probe_metrics, probe_rows
 from skdd.gan_artifact import GanSpec, save_gan
 from skdd.losses import GAN_OBJECTIVES
-from skdd.adversarial import critic_augmentation, gan_step
+from skdd.adversarial import critic_augmentation, critic_step, gan_step
 from skdd.stages.common import load_dataset
 from skdd.stages.curves import write_curves
 from skdd.stages.loop import run_steps
@@ -34,7 +34,10 @@ class PretrainParams:
     device: str = param("auto", choices=DEVICES)
     steps: int = param(2000, ge=1, help="generator steps (one real batch each)")
     batch_size: int = param(128, ge=2)
-    lr: float = param(1e-4, gt=0)
+    lr: float = param(1e-4, gt=0, help="G's learning rate (and D's unless d_lr is set)")
+    d_lr: float | None = param(None, gt=0, help="D's learning rate (null: lr); e.g. 4x lr, the two time-scale "
+                                                "rule BigGAN and SAGAN train hinge critics with")
+    n_critic: int = param(1, ge=1, help="critic steps per generator step, each on its own real batch (DiM: 1)")
     beta1: float = param(0.0, ge=0, le=1)
     beta2: float = param(0.9, ge=0, le=1)
     gp_weight: float = param(10.0, ge=0, help="gradient-penalty weight (wgan-gp-ac; hinge-proj has none)")
@@ -74,17 +77,25 @@ class Pretrainer:
         self.g, self.d = prepare_module(g, device).train(), prepare_module(d, device).train()
         betas = (params.beta1, params.beta2)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=params.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=params.d_lr or params.lr, betas=betas)
         self.ema = GeneratorEMA(self.g, params.ema_decay) if params.ema_decay is not None else None
         self.batcher = EpochBatcher(len(train), params.batch_size, device)
         self.pixels = Pixels(spec.mean, spec.std, device)
         self.d_aug = critic_augmentation(params.d_augment)
 
-    def step(self) -> dict:
+    def _real_batch(self):
         idx = self.batcher.next()
-        x, y = self.pixels.gan(self.train.images[idx]), self.train.labels[idx]
-        losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, self.params.gp_weight,
-                          self.device, self.params.amp, d_aug=self.d_aug)
+        return self.pixels.gan(self.train.images[idx]), self.train.labels[idx]
+
+    def step(self) -> dict:
+        p = self.params
+        x, y = self._real_batch()
+        losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, p.gp_weight, self.device, p.amp,
+                          d_aug=self.d_aug)
+        for _ in range(p.n_critic - 1):   # further critic steps, each on the next real batch
+            x, y = self._real_batch()
+            losses.update(critic_step(self.g, self.d, self.opt_d, x, y, self.spec, p.gp_weight, self.device,
+                                      p.amp, self.d_aug))
         if self.ema is not None:
             self.ema.update(self.g)
         return losses
@@ -128,7 +139,8 @@ def run(params: PretrainParams, inputs: dict[str, str], output: str) -> dict:
     with storage.staged_output(output) as stage:
         curves, elapsed = run_steps(trainer, name="pretrain", ckpts=storage.checkpointer(output, phash),
                                     steps=params.steps, log_every=params.log_every,
-                                    checkpoint_every=params.checkpoint_every, images_per_step=params.batch_size,
+                                    checkpoint_every=params.checkpoint_every,
+                                    images_per_step=params.batch_size * params.n_critic,
                                     probe=probe, probe_every=params.probe_every)
         g, d, opt_g, opt_d = trainer.g, trainer.d, trainer.opt_g, trainer.opt_d
         selected = probe.publish_best(trainer.sampler()) if probe is not None else None
