@@ -115,7 +115,7 @@ def render(results: dict, preset: dict, command: str) -> str:
                   "protocol, ConvNet3, test accuracy (%): mean ± std over GAN seeds of each seed's mean over trials "
                   "[per seed]; paired Δ: per-seed difference against the row named, mean ± std over seeds, and "
                   "the verdict ('no effect' when |mean| ≤ std):", "",
-                  "| row | accuracy | Δ random | paired Δ | verdict | pretrain / distill min per seed |",
+                  "| row | accuracy | Δ random | paired Δ | verdict | median min per seed (pretrain / distill) |",
                   "|---|---:|---:|---:|---|---:|"]
         rand = summarise(rows["random"])["mean"] if "random" in rows else None
         first = next((r for r in preset["recipes"] if r in rows), None)
@@ -138,7 +138,8 @@ def render(results: dict, preset: dict, command: str) -> str:
 
 
 def minutes(results: dict, ds: str, rname: str, preset: dict) -> str:
-    """Mean wall minutes per seed of the row's training stage (pretrain for recipes, distill for loss modes)."""
+    """Median wall minutes over seeds of the row's training stage (pretrain for recipes, distill for loss modes):
+    the median, so one stage that shared the machine with other work does not set the figure."""
     if "→" in rname:
         part = f"/distill-{rname.split(' → ')[1]}/gan"
     elif rname in preset["recipes"]:
@@ -147,7 +148,7 @@ def minutes(results: dict, ds: str, rname: str, preset: dict) -> str:
         return ""
     walls = [w for k, w in results["wall_seconds"].items()
              if k.startswith(f"{ds}/") and part in k and k.endswith("/gan")]
-    return f"{statistics.fmean(walls) / 60:.1f}" if walls else ""
+    return f"{statistics.median(walls) / 60:.1f}" if walls else ""
 
 
 def main(argv: list[str] | None = None) -> int:
