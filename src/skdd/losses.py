@@ -119,10 +119,9 @@ class GanObjective:
     discriminator: str
     generator_loss: Callable[[nn.Module, Tensor, Tensor], Tensor]                        # (critic, fake, y)
     critic_loss: Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor, float], Tensor]    # (critic, x, y, fake, y', gp)
-    gradient_penalty: bool
 
 
 GAN_OBJECTIVES: dict[str, GanObjective] = {
-    "wgan-gp-ac": GanObjective("discriminator", wgan_ac_generator_loss, discriminator_loss, True),   # DiM, the paper
-    "hinge-proj": GanObjective("projection-discriminator", hinge_generator_loss, hinge_critic_loss, False),
+    "wgan-gp-ac": GanObjective("discriminator", wgan_ac_generator_loss, discriminator_loss),   # DiM, the paper
+    "hinge-proj": GanObjective("projection-discriminator", hinge_generator_loss, hinge_critic_loss),
 }

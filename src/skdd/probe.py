@@ -22,16 +22,40 @@ generator. Its cost is measured and logged (`probe_seconds`).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from skdd.config import param
 from skdd.data.batches import Pixels
 from skdd.data.dataset import ImageDataset
 from skdd.errors import SkddError
 from skdd.gan_artifact import GanSpec, noise
 from skdd.models import create_model
+
+
+@dataclass
+class ProbeParams:
+    """The probe's params: a base of pretrain's and distill's params classes, so both stages take the same keys."""
+
+    probe_every: int = param(0, ge=0, help="every N steps and at the last, log the generator's CAS (and, with "
+                                           "--teacher, FD) on the validation split (skdd.probe); 0: off")
+    probe_per_class: int = param(50, ge=2, help="probe: images generated per class")
+    probe_steps: int = param(200, ge=1, help="probe: SGD steps of the CAS classifier (ConvNet3 width 16)")
+    probe_select: bool = param(False, help="publish the sampling weights (EMA, else G) of the probe step with the "
+                                          "best CAS on the validation split instead of the last step's; D and the "
+                                          "optimizer states stay the last step's")
+
+    def check_probe(self, section: str) -> None:
+        if self.probe_select and not self.probe_every:
+            raise SkddError(f"{section}.probe_select: needs the probe (probe_every > 0)")
+
+
+def _own_rng(device: torch.device):
+    """A random state of the probe's own: training's stream (CPU, and CUDA when used) is restored on exit."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
@@ -100,8 +124,7 @@ class GeneratorProbe:
 
     def __call__(self, g: nn.Module, step: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with _own_rng(self.device):
             torch.manual_seed(self.seed * 1_000_003 + step)
             images, labels = self._generate(g)
             fd = {}
@@ -141,21 +164,22 @@ def build_probe(stage: str, params, inputs: dict[str, str], data, spec: GanSpec,
     line), or (None, None) when `probe_every` is 0."""
     if params.probe_every == 0:
         return None, None
-    if not inputs.get("teacher"):
+    teacher = record = None
+    if inputs.get("teacher"):
+        from skdd import lineage
+        from skdd.stages.teacher import check_teacher_fits, load_teacher
+
+        with _own_rng(device):
+            teacher = load_teacher(inputs["teacher"], device)   # building it draws init weights: not training's RNG
+        check_teacher_fits(teacher, (spec.in_channels, spec.image_size, spec.image_size), spec.num_classes,
+                           f"the {stage} GAN")
+        record = lineage.input_record("teacher", inputs["teacher"], teacher.path)
+    else:
         print(f"{stage}: probe without a teacher input: CAS only, no Fréchet distance (pass --teacher for it)",
               flush=True)
-        return GeneratorProbe(spec, data.val, None, device, per_class=params.probe_per_class,
-                              steps=params.probe_steps, seed=params.seed, select=params.probe_select), None
-    from skdd import lineage
-    from skdd.stages.teacher import check_teacher_fits, load_teacher
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        teacher = load_teacher(inputs["teacher"], device)   # building it draws init weights: not from training's RNG
-    check_teacher_fits(teacher, (spec.in_channels, spec.image_size, spec.image_size), spec.num_classes,
-                       f"the {stage} GAN")
     probe = GeneratorProbe(spec, data.val, teacher, device, per_class=params.probe_per_class,
                            steps=params.probe_steps, seed=params.seed, select=params.probe_select)
-    return probe, lineage.input_record("teacher", inputs["teacher"], teacher.path)
+    return probe, record
 
 
 PROBE_FILE = "probe.csv"

@@ -24,7 +24,7 @@ from skdd.data.batches import EpochBatcher, Pixels
 from skdd.device import DEVICES, autocast, prepare_module, resolve_device, seed_everything
 from skdd.errors import SkddError
 from skdd.ema import GeneratorEMA
-from skdd.probe import PROBE_FILE, build_probe, probe_metrics, probe_rows
+from skdd.probe import PROBE_FILE, ProbeParams, build_probe, probe_metrics, probe_rows
 from skdd.gan_artifact import load_ema_state, load_gan, save_gan
 from skdd.losses import MATCH_LOSSES, match_loss
 from skdd.models import list_models
@@ -44,7 +44,7 @@ def default_lambda(loss: str, dataset: str) -> float:
 
 
 @dataclass
-class DistillParams:
+class DistillParams(ProbeParams):
     seed: int = param(3407, ge=0)
     device: str = param("auto", choices=DEVICES)
     steps: int = param(1000, ge=1, help="generator steps")
@@ -78,20 +78,12 @@ class DistillParams:
                                                            "else from G), saved and sampled from (null: off)")
     grad_norm_every: int = param(0, ge=0, help="every N steps log |grad| of the adversarial and the weighted "
                                                "matching term at G's output, and their ratio (0: never)")
-    probe_every: int = param(0, ge=0, help="every N steps and at the last, log the generator's CAS and FD on the "
-                                           "validation split (skdd.probe; needs --teacher); 0: off")
-    probe_per_class: int = param(50, ge=2, help="probe: images generated per class")
-    probe_steps: int = param(200, ge=1, help="probe: SGD steps of the CAS classifier (ConvNet3 width 16)")
-    probe_select: bool = param(False, help="publish the sampling weights (EMA, else G) of the probe step with the "
-                                          "best CAS on the validation split instead of the last step's; D and the "
-                                          "optimizer states stay the last step's")
     checkpoint_every: int = param(200, ge=1)
     log_every: int = param(50, ge=1)
 
     def check(self, section: str) -> None:
         critic_augmentation(self.d_augment, section)
-        if self.probe_select and not self.probe_every:
-            raise SkddError(f"{section}.probe_select: needs the probe (probe_every > 0)")
+        self.check_probe(section)
         known = list_models("classifier")
         if not self.pool:
             raise SkddError(f"{section}.pool: must name at least one model (known: {', '.join(known)})")

@@ -19,7 +19,7 @@ from skdd.data.batches import EpochBatcher, Pixels
 from skdd.errors import SkddError
 from skdd.device import DEVICES, prepare_module, resolve_device, seed_everything
 from skdd.ema import GeneratorEMA
-from skdd.probe import PROBE_FILE, build_probe, probe_metrics, probe_rows
+from skdd.probe import PROBE_FILE, ProbeParams, build_probe, probe_metrics, probe_rows
 from skdd.gan_artifact import GanSpec, save_gan
 from skdd.losses import GAN_OBJECTIVES
 from skdd.adversarial import critic_augmentation, critic_step, gan_step
@@ -29,7 +29,7 @@ from skdd.stages.loop import run_steps
 
 
 @dataclass
-class PretrainParams:
+class PretrainParams(ProbeParams):
     seed: int = param(3407, ge=0)
     device: str = param("auto", choices=DEVICES)
     steps: int = param(2000, ge=1, help="generator steps (one real batch each)")
@@ -52,20 +52,12 @@ class PretrainParams:
                                                            "with this decay, saved and sampled from (null: off)")
     d_augment: str | None = param(None, help="DiffAugment policy on everything D sees, e.g. color_crop_cutout "
                                              "(per-sample, differentiable; null: off, DiM's recipe)")
-    probe_every: int = param(0, ge=0, help="every N steps and at the last, log the generator's CAS and FD on the "
-                                           "validation split (skdd.probe; needs --teacher); 0: off")
-    probe_per_class: int = param(50, ge=2, help="probe: images generated per class")
-    probe_steps: int = param(200, ge=1, help="probe: SGD steps of the CAS classifier (ConvNet3 width 16)")
-    probe_select: bool = param(False, help="publish the sampling weights (EMA, else G) of the probe step with the "
-                                          "best CAS on the validation split instead of the last step's; D and the "
-                                          "optimizer states stay the last step's")
     checkpoint_every: int = param(500, ge=1)
     log_every: int = param(50, ge=1)
 
     def check(self, section: str) -> None:
         critic_augmentation(self.d_augment, section)
-        if self.probe_select and not self.probe_every:
-            raise SkddError(f"{section}.probe_select: needs the probe (probe_every > 0)")
+        self.check_probe(section)
 
 
 class Pretrainer:
