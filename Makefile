@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.skdd-installed
 
-.PHONY: setup run test clean
+.PHONY: setup run test image clean
 
 setup: $(STAMP)
 
@@ -23,5 +23,9 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The image every pipeline step runs in (containers/build_image.py: BuildKit, works without a registry too).
+image:
+	$(PYTHON) containers/build_image.py
+
 clean:
-	rm -rf artifacts .pytest_cache
+	rm -rf artifacts .pytest_cache kfp-local

@@ -1,10 +1,11 @@
-"""`skdd pipeline compile|submit`: the Kubeflow pipeline's IR YAML, and runs of it on a cluster.
+"""`skdd pipeline compile|submit|run-local`: the Kubeflow pipeline's IR YAML, and runs of it on a cluster or here.
 
     skdd pipeline compile [--image REF] [--output FILE] [--params FILE] [--gpu-stages distill,refine,pretrain]
                           [--gpu-node-selector KEY=VALUE ...] [--gpu-toleration KEY[=VALUE]:EFFECT ...]
                           [--s3-secret NAME] [--signing-secret NAME] [--artifact-root URI]
     skdd pipeline submit --host URL [--package FILE] [--experiment NAME] [--run-name NAME]
                          [--param KEY=VALUE ...] [--preset FILE] [--namespace NS] [--no-cache] [--dry-run]
+    skdd pipeline run-local [--runner docker|subprocess] [--image REF] [--preset FILE] [--param KEY=VALUE ...]
 
 The pipeline and its components live at the top of the repository (`pipelines/`, `components/` beside `src/`)
 and are installed with skdd as packages of their own, so both commands work from an installed package. The
@@ -22,7 +23,9 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from skdd.stages.registry import STAGES
 
 GPU_CAPABLE = tuple(name for name, spec in STAGES.items() if spec.gpu)
 DEFAULT_GPU_STAGES = ("distill", "refine")
+RUNNERS = ("docker", "subprocess")   # run-local
 PRESET_STAGES = tuple(name for name, spec in STAGES.items() if spec.component)   # what the pipeline runs
 # pipeline parameter -> the stage params it sets (what the components pass as --set overrides)
 PARAM_TARGETS: dict[str, list[tuple[str, str]]] = {
@@ -51,7 +55,7 @@ PARAM_TARGETS: dict[str, list[tuple[str, str]]] = {
 # ------------------------------------------------------------------------------------------- parser
 def add_parser(sub: Any) -> None:
     """Register `skdd pipeline ...` (no kfp import here: `skdd --help` stays fast without the extra)."""
-    p = sub.add_parser("pipeline", help="compile or submit the Kubeflow pipeline")
+    p = sub.add_parser("pipeline", help="compile, submit or run locally the Kubeflow pipeline")
     psub = p.add_subparsers(dest="pipeline_command", required=True)
     c = psub.add_parser("compile", help="write the pipeline's IR YAML (pipeline spec + Kubernetes platform spec)")
     c.add_argument("--image", default=None,
@@ -91,12 +95,32 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--namespace", default=None, help="Kubernetes namespace (multi-user deployments)")
     s.add_argument("--no-cache", action="store_true", help="disable KFP caching for this run")
     s.add_argument("--dry-run", action="store_true", help="print what would be submitted; no network")
+    add_run_local_arguments(psub.add_parser(
+        "run-local", help="run the pipeline on this machine under kfp.local, each step in the image (Docker) or "
+                          "in this environment"))
+
+
+def add_run_local_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runner", choices=RUNNERS, default="docker",
+                   help="docker: every step in the image (default); subprocess: in this environment")
+    p.add_argument("--image", default=None,
+                   help="image of every step (default: $SKDD_IMAGE, else ghcr.io/skdd/skdd:<version>)")
+    p.add_argument("--preset", default=None, metavar="FILE",
+                   help="params file for the run (default: params.yaml in the current folder)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a pipeline parameter, as for submit (repeatable)")
+    p.add_argument("--pipeline-root", default="kfp-local", metavar="DIR",
+                   help="kfp.local's working folder; the only host folder the steps see (default: %(default)s)")
+    p.add_argument("--docker-network", default="host", metavar="MODE",
+                   help="network of the step containers (default: %(default)s, so a loopback S3 endpoint works)")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         if args.pipeline_command == "compile":
             return compile_command(args)
+        if args.pipeline_command == "run-local":
+            return run_local(args)
         return submit_command(args)
     except SkddError as exc:
         print(f"skdd pipeline {args.pipeline_command}: error: {exc}", file=sys.stderr)
@@ -275,17 +299,17 @@ def check_against_params(arguments: dict[str, Any], params_text: str) -> None:
                     raise SkddError(f"--param {name}: {exc}") from None
 
 
-def submit_plan(args: argparse.Namespace) -> dict[str, Any]:
-    package = Path(args.package) if args.package else committed_package()
-    inputs = package_inputs(package)
+def pipeline_arguments(inputs: dict[str, dict[str, Any]], params: list[str], preset: str | None) -> dict[str, Any]:
+    """The run's arguments from `--preset` and `--param KEY=VALUE`, typed by the package's inputs and checked
+    against the stage params they set (what submit and run-local send)."""
     arguments: dict[str, Any] = {}
-    if args.preset:
+    if preset:
         if "params_yaml" not in inputs:
-            raise SkddError(f"--preset: {package} has no params_yaml parameter")
-        arguments["params_yaml"] = read_preset(args.preset)
+            raise SkddError("--preset: the pipeline package has no params_yaml parameter")
+        arguments["params_yaml"] = read_preset(preset)
         if "ipc_list" in inputs:   # the compiled default is the compile-time preset's; follow this one
             arguments["ipc_list"] = preset_ipcs(arguments["params_yaml"])
-    for item in args.param:
+    for item in params:
         name, sep, raw = item.partition("=")
         name = name.strip()
         if not sep or not name:
@@ -295,6 +319,12 @@ def submit_plan(args: argparse.Namespace) -> dict[str, Any]:
         arguments[name] = _coerce(name, raw, inputs[name].get("parameterType", "STRING"))
     params_text = arguments.get("params_yaml", (inputs.get("params_yaml") or {}).get("defaultValue", ""))
     check_against_params(arguments, params_text)
+    return arguments
+
+
+def submit_plan(args: argparse.Namespace) -> dict[str, Any]:
+    package = Path(args.package) if args.package else committed_package()
+    arguments = pipeline_arguments(package_inputs(package), args.param, args.preset)
     run_name = args.run_name or f"skdd {_dt.datetime.now():%Y-%m-%d %H-%M-%S}"
     return {"host": args.host, "package": str(package), "package_sha256": lineage.sha256_file(package),
             "experiment": args.experiment, "run_name": run_name, "namespace": args.namespace,
@@ -369,4 +399,54 @@ def submit_command(args: argparse.Namespace) -> int:
         raise _api_error(host, exc) from None
     print(json.dumps({"run_id": result.run_id, "run_name": plan["run_name"], "experiment": plan["experiment"],
                       "url": f"{host}/#/runs/details/{result.run_id}"}))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ run-local
+def run_local(args: argparse.Namespace) -> int:
+    """The pipeline under kfp.local with the same options and argument checks as compile and submit, so what
+    runs here is what a cluster would run (skdd.pipeline_local says what stands in for the cluster)."""
+    from skdd.image import default_image
+    from skdd.pipeline_local import (CREDENTIAL_ENV, ANSI_ESCAPE, check_artifact_root, check_docker,
+                                     docker_steps)
+
+    mod = pipeline_module()
+    image = args.image or default_image()
+    params_path = Path(args.preset or "params.yaml")
+    if not params_path.is_file():
+        raise SkddError(f"--preset: {params_path} not found (default: params.yaml in the current folder)")
+    params_text = read_preset(params_path)
+    try:
+        options = mod.PipelineOptions(image=image, params_yaml=params_text, retries=0)
+    except ValueError as exc:
+        raise SkddError(str(exc)) from None
+    with tempfile.TemporaryDirectory() as tmp:   # the compiled inputs: names and types, as submit checks them
+        inputs = package_inputs(mod.compile_pipeline(options, Path(tmp) / "pipeline.yaml"))
+    arguments = pipeline_arguments(inputs, args.param, None)
+    pipeline_root = Path(args.pipeline_root).resolve()
+    artifact_root = str(arguments.get("artifact_root", inputs["artifact_root"].get("defaultValue", "")))
+    if args.runner == "docker":
+        check_docker(image)
+        check_artifact_root(artifact_root, pipeline_root)
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    if args.runner == "docker":
+        pipeline_root.chmod(0o777)   # the steps run as the image's non-root user and write here
+
+    from kfp import local
+
+    runner = (local.DockerRunner(network_mode=args.docker_network) if args.runner == "docker"
+              else local.SubprocessRunner(use_venv=False))
+    local.init(runner=runner, pipeline_root=str(pipeline_root))
+    credentials = {k: os.environ[k] for k in CREDENTIAL_ENV if os.environ.get(k)}
+    patch = docker_steps(credentials) if args.runner == "docker" else contextlib.nullcontext()
+    try:
+        with patch, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # "non-Python base image": it is the project's image
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner")   # GPU requests
+            task = mod.build_pipeline(options)(**arguments)
+    except RuntimeError as exc:   # kfp.local: "Pipeline skdd finished with status FAILURE. Inner task failed: ..."
+        raise SkddError(ANSI_ESCAPE.sub("", one_line(exc))) from None
+    report = task.output
+    print(json.dumps({"runner": args.runner, "image": image, "pipeline_root": str(pipeline_root),
+                      "report": report.path, "report_uri": report.metadata.get("uri")}))
     return 0
