@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -141,13 +142,13 @@ def minutes(results: dict, ds: str, rname: str, preset: dict) -> str:
     """Median wall minutes over seeds of the row's training stage (pretrain for recipes, distill for loss modes):
     the median, so one stage that shared the machine with other work does not set the figure."""
     if "→" in rname:
-        part = f"/distill-{rname.split(' → ')[1]}/gan"
+        base, mode = rname.split(" → ")
+        stage = re.compile(rf"{re.escape(ds)}/{re.escape(base)}/seed[^/]+/distill-{re.escape(mode)}/gan")
     elif rname in preset["recipes"]:
-        part = f"{ds}/{rname}/seed"
+        stage = re.compile(rf"{re.escape(ds)}/{re.escape(rname)}/seed[^/]+/gan")   # pretrain, not its distills
     else:
         return ""
-    walls = [w for k, w in results["wall_seconds"].items()
-             if k.startswith(f"{ds}/") and part in k and k.endswith("/gan")]
+    walls = [w for k, w in results["wall_seconds"].items() if stage.fullmatch(k)]
     return f"{statistics.median(walls) / 60:.1f}" if walls else ""
 
 
