@@ -12,9 +12,9 @@ Skipped, with the reason, only where no Docker daemon answers. Without the image
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,11 +33,22 @@ SMOKE = ROOT / "params" / "smoke.yaml"
 IMAGE = os.environ.get("SKDD_TEST_IMAGE") or f"ghcr.io/skdd/skdd:{__import__('skdd').__version__}"
 
 
+def _build_script():
+    """containers/build_image.py (a stdlib script, not a package): its choice of docker client is the one to use."""
+    spec = importlib.util.spec_from_file_location("build_image", ROOT / "containers" / "build_image.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BUILD = _build_script()
+
+
 def docker_cli() -> str | None:
-    for candidate in (os.environ.get("DOCKER"), "/usr/bin/docker", shutil.which("docker")):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
+    try:
+        return BUILD.docker_binary()
+    except BUILD.BuildError:
+        return None
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:

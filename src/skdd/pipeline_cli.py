@@ -163,6 +163,14 @@ def read_preset(path: str | Path) -> str:
     return Path(path).read_text()
 
 
+def compile_preset(path: str | None, flag: str) -> str:
+    """The preset a pipeline is built with: `path`, else params.yaml in the current folder, checked."""
+    params_path = Path(path or "params.yaml")
+    if not params_path.is_file():
+        raise SkddError(f"{flag}: {params_path} not found (default: params.yaml in the current folder)")
+    return read_preset(params_path)
+
+
 def check_sections(content: dict[str, Any], where: str) -> None:
     from skdd.config import from_dict
 
@@ -203,10 +211,7 @@ def compile_command(args: argparse.Namespace) -> int:
     from skdd.image import default_image
 
     mod = pipeline_module()
-    params_path = Path(args.params or "params.yaml")
-    if not params_path.is_file():
-        raise SkddError(f"--params: {params_path} not found (default: params.yaml in the current folder)")
-    params_text = read_preset(params_path)
+    params_text = compile_preset(args.params, "--params")
     stages = () if args.gpu_stages.strip() == "none" else tuple(s.strip() for s in args.gpu_stages.split(",") if s.strip())
 
     def toleration(text: str):
@@ -412,10 +417,7 @@ def run_local(args: argparse.Namespace) -> int:
 
     mod = pipeline_module()
     image = args.image or default_image()
-    params_path = Path(args.preset or "params.yaml")
-    if not params_path.is_file():
-        raise SkddError(f"--preset: {params_path} not found (default: params.yaml in the current folder)")
-    params_text = read_preset(params_path)
+    params_text = compile_preset(args.preset, "--preset")
     try:
         options = mod.PipelineOptions(image=image, params_yaml=params_text, retries=0)
     except ValueError as exc:

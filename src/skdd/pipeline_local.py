@@ -3,9 +3,10 @@
     skdd pipeline run-local [--runner docker|subprocess] [--image REF] [--preset FILE] [--param KEY=VALUE ...]
                             [--pipeline-root DIR] [--docker-network MODE]
 
-(the command itself is in skdd.pipeline_cli, beside compile and submit.) `docker` (the default) runs every step in the project image, as a cluster would: the same components, the same
-image, the same parameters as `submit`. It is how a platform engineer checks an image build before pushing it.
-`subprocess` runs the steps in this interpreter's environment (no Docker needed).
+The command itself is in skdd.pipeline_cli, beside compile and submit. `docker` (the default) runs every step in
+the project image, as a cluster would: the same components, the same image, the same parameters as `submit`.
+It is how a platform engineer checks an image build before pushing it. `subprocess` runs the steps in this
+interpreter's environment (no Docker needed).
 
 Two things a cluster provides are stood in for here:
 * the S3 credentials: a cluster injects them from a Kubernetes Secret, which kfp.local ignores; run-local passes
