@@ -168,6 +168,11 @@ def build(tag: str, base: str, host_pip: bool = True) -> None:
     if run([docker, "info"]).returncode != 0:
         raise BuildError("the Docker daemon is not reachable (start dockerd, or check DOCKER_HOST)")
     base = ensure_base(docker, base)
+    previous = image_id(docker, tag)
+    root = run([docker, "info", "-f", "{{.DockerRootDir}}"]).stdout.strip()
+    if root and Path(root).is_dir():
+        print(f"build_image: {shutil.disk_usage(root).free / 1e9:.1f} GB free under {root} "
+              "(a clean build needs about 10)", flush=True)
     local = LocalIndex()
     with tempfile.TemporaryDirectory() as tmp:
         config = pip_config() if host_pip else {}
@@ -195,6 +200,17 @@ def build(tag: str, base: str, host_pip: bool = True) -> None:
             raise BuildError(f"docker build of {tag} failed (exit {done.returncode}); its output is above")
     size = run([docker, "image", "inspect", "-f", "{{.Size}}", tag]).stdout.strip()
     print(f"build_image: {tag} built ({int(size) / 1e9:.2f} GB)" if size.isdigit() else f"build_image: {tag} built")
+    if previous and previous != image_id(docker, tag):
+        # The tag moved: the image it named is now untagged and holds several GB nobody can name; drop it
+        # (docker refuses while a container or another tag still uses it, and then it stays).
+        gone = run([docker, "image", "rm", previous]).returncode == 0
+        print(f"build_image: previous {previous[:19]} " + ("removed" if gone else "kept (still in use)"))
+
+
+def image_id(docker: str, tag: str) -> str | None:
+    """The image ID a tag names now, or None where it names none."""
+    found = run([docker, "image", "inspect", "-f", "{{.Id}}", tag])
+    return found.stdout.strip() or None if found.returncode == 0 else None
 
 
 def main(argv: list[str] | None = None) -> int:
