@@ -150,3 +150,23 @@ def test_n_critic_and_d_lr(tmp_path):
     assert trainer.opt_d.param_groups[0]["lr"] == 4e-4 and trainer.opt_g.param_groups[0]["lr"] == 1e-4
     assert PretrainParams().d_lr is None and Pretrainer(PretrainParams(device="cpu", batch_size=8), spec, data.train,
                                                         torch.device("cpu")).opt_d.param_groups[0]["lr"] == 1e-4
+
+
+def test_cbn_generator_through_distill_sample_and_latent_refine(tmp_path):
+    """`conditioning: cbn` lives in the artifact's spec, so every later stage rebuilds the same generator (the
+    EMA copy included) and the latent refine still reaches the label through G's body."""
+    data = ingest_tiny(tmp_path)
+    gan, dist = tmp_path / "gan", tmp_path / "dist"
+    run_stage("pretrain", output=str(gan), inputs={"dataset": str(data)},
+              overrides=TINY_PRETRAIN + ["steps=2", "conditioning=cbn", "ema_decay=0.9"])
+    assert read_spec(gan).conditioning == "cbn"
+    run_stage("distill", output=str(dist), inputs={"dataset": str(data), "gan": str(gan)},
+              overrides=TINY_DISTILL + ["steps=2"])
+    assert read_spec(dist).conditioning == "cbn"
+    teacher, sample, refine = tmp_path / "teacher", tmp_path / "sample", tmp_path / "refine"
+    run_stage("teacher", output=str(teacher), inputs={"dataset": str(data)}, overrides=["width=4", "epochs=1"])
+    run_stage("sample", output=str(sample), inputs={"gan": str(dist), "teacher": str(teacher)},
+              overrides=["ipc=2", "selection=none", "candidates_per_class=null"])
+    run_stage("refine", output=str(refine), inputs={"dataset": str(data), "synthetic": str(sample), "gan": str(dist)},
+              overrides=["steps=2", "real_per_class=2", "embed_width=4", "device=cpu"])
+    assert json.loads((refine / "manifest.json").read_text())["stage"] == "refine"

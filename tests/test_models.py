@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from skdd.errors import SkddError
 from skdd.models import create_model, list_models, model_kind, register_model
+from skdd.models.gan import ConditionalBatchNorm2d
 
 NUM_CLASSES = 10
 BATCH = 4
@@ -238,3 +239,27 @@ def test_dim_resnet_style_follows_image_size_and_can_be_forced(name):
     assert forced.style == "large" and forced(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     forced = create_model(name, in_channels=1, num_classes=10, image_size=28, style="small", width=WIDTH)
     assert forced.style == "small" and forced(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_generator_cbn_conditions_every_norm_and_starts_as_plain_batchnorm():
+    """cbn: the label sets each body BatchNorm's scale and shift (per class), on top of concat's input; its gains
+    start at 1 and shifts at 0, so at initialisation a cbn body computes what a concat body with the same weights
+    does, and a class's shift moves that class's images only."""
+    torch.manual_seed(0)
+    kw = dict(in_channels=1, num_classes=10, image_size=28, width=WIDTH, z_dim=16)
+    g = create_model("generator", conditioning="cbn", **kw).eval()
+    plain = create_model("generator", conditioning="concat", **kw).eval()
+    cbns = [m for m in g.body if isinstance(m, ConditionalBatchNorm2d)]
+    assert len(cbns) == 7 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.body)
+    plain.fc.load_state_dict(g.fc.state_dict())
+    for mine, theirs in zip(g.body, plain.body):
+        if not isinstance(mine, ConditionalBatchNorm2d):
+            theirs.load_state_dict(mine.state_dict())
+    z, y, y5 = torch.randn(BATCH, 16), torch.tensor([0, 1, 2, 3]), torch.tensor([5, 1, 2, 3])
+    with torch.no_grad():
+        assert torch.allclose(g(z, y), plain(z, y), atol=1e-6)
+        cbns[0].shift.weight[5].fill_(3.0)
+        moved = (g(z, y5) - plain(z, y5)).abs().flatten(1).amax(1)
+        assert moved[0] > 1e-3 and moved[1:].max() < 1e-6
+    g(z, y).sum().backward()
+    assert cbns[-1].gain.weight.grad[y].abs().sum() > 0 and cbns[-1].gain.weight.grad[5].abs().sum() == 0

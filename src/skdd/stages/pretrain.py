@@ -22,6 +22,7 @@ from skdd.ema import GeneratorEMA
 from skdd.probe import PROBE_FILE, ProbeParams, build_probe, probe_metrics, probe_rows
 from skdd.gan_artifact import GanSpec, save_gan
 from skdd.losses import GAN_OBJECTIVES
+from skdd.models.gan import CONDITIONING_MODES
 from skdd.adversarial import critic_augmentation, critic_step, gan_step
 from skdd.stages.common import load_dataset
 from skdd.stages.curves import write_curves
@@ -46,7 +47,7 @@ class PretrainParams(ProbeParams):
     g_width: int = param(196, ge=1)
     d_width: int = param(196, ge=1)
     z_dim: int = param(100, ge=2)
-    conditioning: str = param("overwrite", choices=("overwrite", "concat"))
+    conditioning: str = param("overwrite", choices=CONDITIONING_MODES)
     amp: bool = param(True, help="bf16 autocast on CUDA (ignored on CPU)")
     ema_decay: float | None = param(None, ge=0, le=1, help="keep an exponential moving average of G's weights "
                                                            "with this decay, saved and sampled from (null: off)")
