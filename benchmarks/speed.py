@@ -12,6 +12,9 @@ set of models, with `--warmup` untimed steps then `--steps` timed ones (CUDA syn
 * distill: `Distiller.step` with pool training (`--pool-steps` SGD steps of the pool model per generator step,
   16 as in DiM and the paper), one row per pool architecture (the pool is drawn uniformly, so the "pool mean" is
   the expected cost); images/s counts every image through a model (`_common.distill_images_per_step`);
+  with `pool_source` trajectories (`--sources`), the same step drawing a recorded snapshot instead (a snapshot
+  file loaded per step, then the two matching passes; no pool SGD step), from a pool of that one architecture
+  written to a temp folder (the weights' values do not change the cost);
 * reference: the same distill step written the way DiM's `pool_match.py` does it (see `DimReference`), on the
   same device with the same models, precision and losses; `ratio = reference ms/step / skdd ms/step` (target
   >= 3). One extra step of each side runs under a FLOP counter, and `same_model_flops` says whether both did the
@@ -34,17 +37,20 @@ commit and command line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
 from skdd.augment import DiffAug, dsa_strategy_for
@@ -59,7 +65,8 @@ from skdd.gan_artifact import GanSpec
 from skdd.losses import discriminator_loss, generator_adv_loss, match_loss
 from skdd.models import create_model
 from skdd.stages.common import load_dataset
-from skdd.stages.distill import PAPER_POOL, DistillParams, Distiller, default_lambda
+from skdd.pool import PAPER_POOL, POOL_FILE, SNAPSHOT_DIR, TrajectorySpec, snapshot_name
+from skdd.stages.distill import DistillParams, Distiller, default_lambda
 from skdd.stages.pretrain import PretrainParams, Pretrainer
 
 from _common import distill_images_per_step, peak_memory_mb, reset_peak_memory, sync, timed
@@ -283,11 +290,27 @@ class Bench:
         opt_d = torch.optim.Adam(d.parameters(), lr=5e-6, betas=(0.0, 0.9))
         return g, d, opt_g, opt_d
 
-    def _distill_params(self, arch: str, amp: bool) -> DistillParams:
+    def _distill_params(self, arch: str, amp: bool, source: str = "online") -> DistillParams:
         a = self.args
         return from_dict(DistillParams, {"device": self.device.type, "batch_size": a.batch_size, "pool": [arch],
-                                         "pool_width": a.pool_width, "pool_steps": a.pool_steps, "amp": amp},
-                         "distill")
+                                         "pool_width": a.pool_width, "pool_steps": a.pool_steps, "amp": amp,
+                                         "pool_source": source}, "distill")
+
+    def _trajectories(self, arch: str, folder: Path) -> tuple[Path, TrajectorySpec]:
+        """A one-architecture pool artifact's files (pool.json and 8 snapshots of one random init)."""
+        s = self.spec
+        spec = TrajectorySpec(archs=[arch], width=self.args.pool_width, steps=list(range(8)),
+                              in_channels=s.in_channels, image_size=s.image_size, num_classes=s.num_classes,
+                              classes=list(s.classes), dataset=s.dataset, mean=list(s.mean), std=list(s.std))
+        kwargs = {} if spec.width is None else {"width": spec.width}
+        model = create_model(arch, in_channels=s.in_channels, num_classes=s.num_classes, image_size=s.image_size,
+                             **kwargs)
+        (folder / SNAPSHOT_DIR).mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        for step in spec.steps:
+            save_file(state, str(folder / SNAPSHOT_DIR / snapshot_name(arch, step)))
+        (folder / POOL_FILE).write_text(json.dumps(dataclasses.asdict(spec)))
+        return folder, TrajectorySpec.read(folder)
 
     def pretrain(self, amp: bool | None) -> dict:
         a = self.args
@@ -301,19 +324,22 @@ class Bench:
         return self._row("pretrain", amp, t, a.pretrain_batch_size, a.pretrain_batch_size, self._memory(before),
                          pool_arch=None)
 
-    def distill(self, arch: str, amp: bool | None) -> dict:
+    def distill(self, arch: str, amp: bool | None, source: str = "online") -> dict:
         a = self.args
-        before = self._start()
-        g, d, opt_g, opt_d = self._gan()
-        torch.manual_seed(a.seed)
-        distiller = Distiller(self._distill_params(arch, bool(amp)), self.spec, g, d, opt_g, opt_d, self.train,
-                              self.device, self.lam)
-        t = timed(distiller.step, a.steps, self.device, a.warmup)
-        memory = self._memory(before)
-        flops, _ = count_flops(distiller.step)   # one more step: conv/matmul work, to compare with the reference
-        images = distill_images_per_step(a.batch_size, a.pool_steps)
-        return self._row("distill", amp, t, images, a.batch_size, memory, pool_arch=arch, pool_steps=a.pool_steps,
-                         model_gflops_per_step=round(flops / 1e9, 4))
+        with tempfile.TemporaryDirectory() as tmp:
+            trajectories = self._trajectories(arch, Path(tmp)) if source == "trajectories" else None
+            before = self._start()
+            g, d, opt_g, opt_d = self._gan()
+            torch.manual_seed(a.seed)
+            distiller = Distiller(self._distill_params(arch, bool(amp), source), self.spec, g, d, opt_g, opt_d,
+                                  self.train, self.device, self.lam, trajectories=trajectories)
+            t = timed(distiller.step, a.steps, self.device, a.warmup)
+            memory = self._memory(before)
+            flops, _ = count_flops(distiller.step)   # one more step: conv/matmul work, to compare with the reference
+        pool_steps = a.pool_steps if source == "online" else 0
+        images = distill_images_per_step(a.batch_size, pool_steps)
+        return self._row("distill", amp, t, images, a.batch_size, memory, pool_arch=arch, pool_steps=pool_steps,
+                         pool_source=source, model_gflops_per_step=round(flops / 1e9, 4))
 
     def reference(self, arch: str, amp: bool | None) -> dict:
         a = self.args
@@ -517,8 +543,10 @@ def commit() -> str | None:
 
 def ratios(rows: list[dict]) -> list[dict]:
     out = []
-    for bf16 in dict.fromkeys(r["bf16"] for r in rows):
-        skdd = {r["pool_arch"]: r for r in rows if r["phase"] == "distill" and r["bf16"] == bf16}
+    sources = dict.fromkeys(r.get("pool_source", "online") for r in rows if r["phase"] == "distill")
+    for bf16, source in [(b, src) for b in dict.fromkeys(r["bf16"] for r in rows) for src in sources]:
+        skdd = {r["pool_arch"]: r for r in rows
+                if r["phase"] == "distill" and r["bf16"] == bf16 and r.get("pool_source", "online") == source}
         ref = {r["pool_arch"]: r for r in rows if r["phase"] == "reference" and r["bf16"] == bf16}
         archs = [arch for arch in skdd if arch in ref]
         for arch in archs + (["pool mean"] if len(archs) > 1 else []):
@@ -528,9 +556,9 @@ def ratios(rows: list[dict]) -> list[dict]:
             else:
                 s, r = skdd[arch]["ms_per_step"], ref[arch]["ms_per_step"]
             ratio = r / s
-            same = all(skdd[k]["model_gflops_per_step"] == ref[k]["model_gflops_per_step"]
-                       for k in (archs if arch == "pool mean" else [arch]))
-            out.append({"bf16": bf16, "pool_arch": arch, "skdd_ms_per_step": round(s, 3),
+            same = source == "online" and all(skdd[k]["model_gflops_per_step"] == ref[k]["model_gflops_per_step"]
+                                              for k in (archs if arch == "pool mean" else [arch]))
+            out.append({"bf16": bf16, "pool_source": source, "pool_arch": arch, "skdd_ms_per_step": round(s, 3),
                         "reference_ms_per_step": round(r, 3), "ratio": round(ratio, 3), "target": TARGET_RATIO,
                         "target_met": ratio >= TARGET_RATIO, "same_model_flops": same})
     return out
@@ -540,7 +568,8 @@ def print_report(result: dict) -> None:
     m = result["meta"]
     print(f"\nskdd speed  |  {m['device_name']}  |  torch {m['torch']}  |  threads {m['threads']}  |  "
           f"commit {m['commit']}  |  data {m['dataset']} ({m['train_images']} train images)")
-    print(f"{'phase':<10} {'pool':<9} {'bf16':<5} {'ms/step':>10} {'images/s':>11} {'peak MiB':>10}  notes")
+    print(f"{'phase':<10} {'pool':<9} {'source':<12} {'bf16':<5} {'ms/step':>10} {'images/s':>11} {'peak MiB':>10}  "
+          "notes")
     for r in result["rows"]:
         if r["phase"] == "evaluate":
             note = (f"{r['arch']} w{r['width']}, {r['train_images']} images x {r['epochs']} epochs in "
@@ -551,16 +580,18 @@ def print_report(result: dict) -> None:
             note = f"batch {r['batch_size']}, {r['pool_steps']} pool steps"
             if r["phase"] == "reference":
                 note += f", DataLoader workers {r['dataloader_workers']}"
-        print(f"{r['phase']:<10} {r.get('pool_arch') or '-':<9} {r['bf16']:<5} {r['ms_per_step']:>10.2f} "
+        source = r.get("pool_source") or ("online" if r["phase"] == "reference" else "-")
+        print(f"{r['phase']:<10} {r.get('pool_arch') or '-':<9} {source:<12} {r['bf16']:<5} {r['ms_per_step']:>10.2f} "
               f"{r['images_per_s']:>11.1f} {r['peak_mem_mib']:>10.1f}  {note}")
     if result["rows"]:
         print(f"peak memory: {result['rows'][0]['peak_mem_kind']}")
     print("\nratio = reference ms/step / skdd ms/step (same device, models, precision and losses)")
     for q in result["ratios"]:
         verdict = "met" if q["target_met"] else "NOT met"
-        print(f"  bf16 {q['bf16']:<4} {q['pool_arch']:<9} ratio = {q['ratio']:.2f}  "
+        print(f"  bf16 {q['bf16']:<4} {q['pool_source']:<12} {q['pool_arch']:<9} ratio = {q['ratio']:.2f}  "
               f"({q['reference_ms_per_step']:.2f} / {q['skdd_ms_per_step']:.2f} ms)  target >= {TARGET_RATIO:g}: "
-              f"{verdict}" + ("" if q["same_model_flops"] else "  (WARNING: model FLOPs per step differ)"))
+              f"{verdict}" + ("" if q["same_model_flops"] or q["pool_source"] != "online"
+                              else "  (WARNING: model FLOPs per step differ)"))
     peak = result.get("conv_peak")
     if isinstance(peak, dict) and "eager" in peak:
         print(f"\nG/D forward+backward, batch {peak['batch_size']}, widths {peak['g_width']}/{peak['d_width']}, "
@@ -608,6 +639,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pool-width", type=int, help="pool model width (default: each model's own)")
     ap.add_argument("--pool", default=",".join(PAPER_POOL), help="pool architectures, each timed on its own")
     ap.add_argument("--pool-steps", type=int, help="pool SGD steps per generator step (default 16)")
+    ap.add_argument("--sources", default="online,trajectories",
+                    help="distill pool sources to time: online (trained in the step), trajectories (recorded)")
     ap.add_argument("--batch-size", type=int, help="distill batch (default 64)")
     ap.add_argument("--pretrain-batch-size", type=int, help="pretrain batch (default 128)")
     ap.add_argument("--eval-epochs", type=int, help="epochs of the evaluation trial (default 1000, the protocol's)")
@@ -646,6 +679,10 @@ def main(argv: list[str] | None = None) -> dict:
     settings: list[bool | None] = [None] if device.type != "cuda" else \
         {"both": [True, False], "on": [True], "off": [False]}[args.bf16]
     pool = [a.strip() for a in args.pool.split(",") if a.strip()]
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    unknown = [s for s in sources if s not in ("online", "trajectories")]
+    if unknown:
+        raise SkddError(f"--sources: unknown pool source {unknown[0]!r} (known: online, trajectories)")
 
     rows: list[dict] = []
 
@@ -659,7 +696,8 @@ def main(argv: list[str] | None = None) -> dict:
             add(bench.pretrain(amp))
         if "distill" not in skip:
             for arch in pool:
-                add(bench.distill(arch, amp))
+                for source in sources:
+                    add(bench.distill(arch, amp, source))
                 add(bench.reference(arch, amp))
         if "evaluate" not in skip:
             add(bench.evaluate(amp))
@@ -685,7 +723,8 @@ def main(argv: list[str] | None = None) -> dict:
         "target_ratio": TARGET_RATIO,
         "conv_peak": peak,
     }
-    mean = [q for q in result["ratios"] if q["pool_arch"] == "pool mean"] or result["ratios"]
+    mean = [q for q in result["ratios"] if q["pool_arch"] == "pool mean" and q["pool_source"] == "online"] \
+        or [q for q in result["ratios"] if q["pool_source"] == "online"] or result["ratios"]
     result["ratio"] = mean[0]["ratio"] if mean else None       # headline: first bf16 setting, pool mean
     print_report(result)
     if args.json is not None:

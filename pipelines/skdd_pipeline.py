@@ -143,7 +143,7 @@ def build_pipeline(options: PipelineOptions):
         return task
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Generative dataset distillation with self-knowledge "
-                  "distillation: ingest, teacher, pretrain, distill (GPU), then per IPC sample (kept by the teacher), "
+                  "distillation: ingest, teacher, pretrain, pool trajectories, distill (GPU), then per IPC sample (kept by the teacher), "
                   "refine (GPU) and evaluate, and report.")
     def skdd_pipeline(
         artifact_root: str = options.artifact_root,
@@ -165,9 +165,11 @@ def build_pipeline(options: PipelineOptions):
         classifier = platform(c.teacher(dataset=data.outputs["dataset"], device=device, **common), "teacher")
         gan = platform(c.pretrain(dataset=data.outputs["dataset"], teacher=classifier.outputs["classifier"],
                                   device=device, **common), "pretrain")
+        trajectories = platform(c.pool(dataset=data.outputs["dataset"], device=device, **common), "pool")
         distilled = platform(c.distill(dataset=data.outputs["dataset"], gan=gan.outputs["gan"],
-                                       teacher=classifier.outputs["classifier"], loss=loss, device=device, **common),
-                             "distill")
+                                       teacher=classifier.outputs["classifier"],
+                                       trajectories=trajectories.outputs["trajectories"], loss=loss, device=device,
+                                       **common), "distill")
         with dsl.ParallelFor(ipc_list, name="per-ipc") as ipc:
             synthetic = platform(c.sample(generator=distilled.outputs["generator"],
                                           teacher=classifier.outputs["classifier"], ipc=ipc, device=device,

@@ -24,7 +24,9 @@ def test_speed_quick(tmp_path):
     rows = result["rows"]
     assert {r["phase"] for r in rows} == {"pretrain", "distill", "reference", "evaluate"}
     pool = {"convnet3", "resnet10", "resnet18"}
-    assert {r["pool_arch"] for r in rows if r["phase"] == "distill"} == pool
+    for source in ("online", "trajectories"):   # both pool sources timed for every architecture
+        assert {r["pool_arch"] for r in rows if r["phase"] == "distill" and r["pool_source"] == source} == pool
+    assert all(r["pool_steps"] == 0 for r in rows if r.get("pool_source") == "trajectories")
     assert {r["pool_arch"] for r in rows if r["phase"] == "reference"} == pool
     for r in rows:
         assert r["bf16"] == "n/a"                       # skdd's autocast is CUDA-only
@@ -35,12 +37,15 @@ def test_speed_quick(tmp_path):
             assert r["model_gflops_per_step"] > 0
 
     ratios = result["ratios"]
-    assert {q["pool_arch"] for q in ratios} == pool | {"pool mean"}
+    assert {(q["pool_source"], q["pool_arch"]) for q in ratios} == {
+        (s, a) for s in ("online", "trajectories") for a in pool | {"pool mean"}}
     for q in ratios:
         assert q["ratio"] > 0 and q["target"] == 3.0
         assert q["target_met"] == (q["ratio"] >= 3.0)
-        assert q["same_model_flops"], q               # the reference does exactly skdd's model work
-    assert result["ratio"] == next(q["ratio"] for q in ratios if q["pool_arch"] == "pool mean")
+        # online: the reference does exactly skdd's model work; trajectories skip the pool's SGD steps
+        assert q["same_model_flops"] == (q["pool_source"] == "online"), q
+    assert result["ratio"] == next(q["ratio"] for q in ratios
+                                   if q["pool_arch"] == "pool mean" and q["pool_source"] == "online")
     assert result["conv_peak"].startswith("n/a")
     meta = result["meta"]
     assert meta["torch"] and meta["device"] == "cpu" and "--quick" in meta["command"]

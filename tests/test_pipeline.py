@@ -30,7 +30,7 @@ DEFAULT_IMAGE = f"{REPOSITORY}:{skdd.__version__}"
 FAKE_KEY_ID = "AKIAFAKEKEYID7Q2X9ZTEST"
 FAKE_SECRET = "fake/Secret+Value/that-must-never-leak-0123456789"
 SECRET_NAME = "skdd-s3-credentials"
-STAGE_EXECUTORS = ("exec-fingerprint-source", "exec-ingest", "exec-teacher", "exec-pretrain", "exec-distill",
+STAGE_EXECUTORS = ("exec-fingerprint-source", "exec-ingest", "exec-teacher", "exec-pretrain", "exec-pool", "exec-distill",
                    "exec-sample", "exec-refine", "exec-evaluate", "exec-report")
 GPU_EXECUTORS = {"exec-distill", "exec-refine"}
 
@@ -130,7 +130,7 @@ def test_graph_parameters_and_caching(committed):
     assert yaml.safe_load(params["params_yaml"]["defaultValue"]) == yaml.safe_load((ROOT / "params.yaml").read_text())
     # cached: every stage; never cached: the fingerprint, whose output is part of ingest's cache key
     assert tasks["fingerprint-source"].get("cachingOptions", {}).get("enableCache") is not True
-    for name in ("ingest", "teacher", "pretrain", "distill", "report"):
+    for name in ("ingest", "teacher", "pretrain", "pool", "distill", "report"):
         assert tasks[name]["cachingOptions"]["enableCache"] is True, name
     fp = tasks["ingest"]["inputs"]["parameters"]["source_fingerprint"]["taskOutputParameter"]
     assert fp["producerTask"] == "fingerprint-source"
@@ -138,14 +138,16 @@ def test_graph_parameters_and_caching(committed):
     inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert {"sample", "refine", "evaluate"} <= set(inner)
     assert all(inner[n]["cachingOptions"]["enableCache"] for n in ("sample", "refine", "evaluate"))
-    assert set(tasks["distill"]["dependentTasks"]) == {"ingest", "pretrain", "teacher"}   # the probe reads it
+    # the probe reads the teacher; pool_source trajectories reads the pool
+    assert set(tasks["distill"]["dependentTasks"]) == {"ingest", "pretrain", "teacher", "pool"}
+    assert set(tasks["pool"]["dependentTasks"]) == {"ingest"}
     assert set(tasks["pretrain"]["dependentTasks"]) == {"ingest", "teacher"}
     assert set(tasks["teacher"]["dependentTasks"]) == {"ingest"}
     assert set(inner["refine"]["dependentTasks"]) == {"sample"}
     assert inner["evaluate"]["inputs"]["artifacts"]["synthetic"]["taskOutputArtifact"]["producerTask"] == "refine"
     # retried with backoff (a preempted pod's retry resumes from the checkpoints mirrored to S3)
     every = {**{n: t for n, t in tasks.items() if "parameterIterator" not in t}, **inner}
-    assert set(every) == {"fingerprint-source", "ingest", "teacher", "pretrain", "distill", "sample", "refine",
+    assert set(every) == {"fingerprint-source", "ingest", "teacher", "pretrain", "pool", "distill", "sample", "refine",
                           "evaluate", "report"}
     for name, task in every.items():
         assert task["retryPolicy"] == {"maxRetryCount": 2, "backoffDuration": "60s", "backoffFactor": 2.0,

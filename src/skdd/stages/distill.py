@@ -5,6 +5,8 @@ a synthetic batch with the *same labels* (pair i is class y_i on both sides) get
 augmentation and go through the pool model in separate passes; the matching term joins the
 adversarial loss for G only; then the critic takes its usual WGAN-GP step.
 `loss: gan-only` runs the very same loop without matching: the GAN-only control at equal steps.
+`pool_source: trajectories` replaces the online pool by the `pool` stage's recorded snapshots (skdd.pool.SnapshotPool):
+a fresh (architecture, snapshot) each step, used frozen, so no pool SGD step runs.
 With `ema_decay` set, a moving average of G's weights is kept (skdd.ema) and saved beside G; it starts from
 the input artifact's average when that has one, else from G.
 """
@@ -28,13 +30,10 @@ from skdd.probe import PROBE_FILE, ProbeParams, build_probe, probe_metrics, prob
 from skdd.gan_artifact import load_ema_state, load_gan, save_gan
 from skdd.losses import MATCH_LOSSES, match_loss
 from skdd.models import list_models
-from skdd.pool import ModelPool
+from skdd.pool import PAPER_POOL, ModelPool, SnapshotPool, TrajectorySpec
 from skdd.stages.common import load_dataset, open_input
 from skdd.stages.curves import write_curves
 from skdd.stages.loop import run_steps
-
-PAPER_POOL = ["convnet3", "resnet10", "resnet18"]
-
 
 def default_lambda(loss: str, dataset: str) -> float:
     """The paper's λ_SKD: 0.001 for MNIST, 0.01 otherwise; DiM's hard-coded 0.01 for its MSE."""
@@ -61,6 +60,9 @@ class DistillParams(ProbeParams):
     target_ratio: float = param(0.1, gt=0, help="balanced: |∇ λτ²L_match| / |∇ L_adv| at G's output")
     tau: float = param(2.0, gt=0)
     pool: list[str] = param(PAPER_POOL)
+    pool_source: str = param("online", choices=("online", "trajectories"),
+                             help="online: trained inside distill (DiM, the paper); trajectories: snapshots recorded "
+                                  "by the pool stage (--pool), drawn each step, no pool training here")
     pool_width: int | None = param(None, ge=1, help="null: each model's default width")
     pool_sampling: str = param("epoch", choices=("epoch", "step"))
     pool_steps: int = param(16, ge=0, help="SGD steps of the pool model on real data per generator step")
@@ -98,13 +100,14 @@ class Distiller:
     """One distillation step at a time; `run` adds artifacts and checkpoints, benchmarks call `step` directly."""
 
     def __init__(self, params: DistillParams, spec, g, d, opt_g, opt_d, train, device: torch.device, lam: float,
-                 ema_init: dict[str, torch.Tensor] | None = None):
+                 ema_init: dict[str, torch.Tensor] | None = None, trajectories: tuple | None = None):
         self.params, self.spec, self.g, self.d, self.opt_g, self.opt_d = params, spec, g, d, opt_g, opt_d
         # G's moving average (off when ema_decay is null); `ema_init`: the input artifact's average, else G
         self.ema = GeneratorEMA(g, params.ema_decay, init=ema_init) if params.ema_decay is not None else None
         self.train, self.device, self.lam = train, device, lam
         self.matching = MATCH_LOSSES[params.loss] is not None
-        self.pool = ModelPool(params.pool, params.pool_sampling, in_channels=spec.in_channels,
+        # `trajectories`: (path, TrajectorySpec) of a pool artifact, for pool_source trajectories
+        self.pool = SnapshotPool(*trajectories, device) if trajectories is not None else ModelPool(params.pool, params.pool_sampling, in_channels=spec.in_channels,
                               num_classes=spec.num_classes, image_size=spec.image_size, width=params.pool_width,
                               lr=params.pool_lr, momentum=params.pool_momentum,
                               weight_decay=params.pool_weight_decay, device=device, amp=params.amp)
@@ -136,7 +139,7 @@ class Distiller:
         pool_loss = None
         if self.matching:
             self.pool.draw(new_epoch)
-            for _ in range(p.pool_steps):
+            for _ in range(p.pool_steps if isinstance(self.pool, ModelPool) else 0):
                 pidx = self.pool_batcher.next()
                 pool_loss = self.pool.train_step(self.pixels.classifier(train.images[pidx]), train.labels[pidx],
                                                  self.pool_aug)
@@ -152,7 +155,10 @@ class Distiller:
             self.ema.update(self.g)
         if pool_loss is not None:
             losses["loss_pool"] = pool_loss
+        if self.matching:
             losses["pool"] = self.pool.current
+            if isinstance(self.pool, SnapshotPool):
+                losses["pool_snapshot"] = self.pool.snapshot
         return losses
 
     def modules(self) -> dict:
@@ -192,6 +198,23 @@ def load_generator_for_distill(params: DistillParams, gan_path, device: torch.de
     return spec, g, d, opt_g, opt_d
 
 
+def open_trajectories(params: DistillParams, inputs: dict[str, str], spec) -> tuple:
+    """The pool artifact for `pool_source: trajectories`, checked against the GAN and this stage's pool params
+    (one source of truth: a pool recorded for other architectures or another width is refused, not reinterpreted)."""
+    if not inputs.get("pool"):
+        raise SkddError("distill: pool_source trajectories needs --pool (the pool stage's artifact)")
+    path, _ = open_input(inputs["pool"], "pool")
+    pool = TrajectorySpec.read(path)
+    if (pool.in_channels, pool.image_size, pool.num_classes) != (spec.in_channels, spec.image_size, spec.num_classes):
+        raise SkddError(f"{path}: pool was recorded for {pool.in_channels}x{pool.image_size}x{pool.image_size}, "
+                        f"{pool.num_classes} classes; the GAN makes {spec.in_channels}x{spec.image_size}x"
+                        f"{spec.image_size}, {spec.num_classes} classes")
+    if sorted(pool.archs) != sorted(params.pool) or pool.width != params.pool_width:
+        raise SkddError(f"{path}: pool holds {pool.archs} at width {pool.width}; distill.pool is {params.pool} at "
+                        f"pool_width {params.pool_width} (record the pool with the same archs and width)")
+    return path, pool
+
+
 def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
     device = resolve_device(params.device)
     seed_everything(params.seed, device)
@@ -209,7 +232,12 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
     else:
         lam = params.lambda_skd if params.lambda_skd is not None else default_lambda(params.loss, data.name)
     ema_init = load_ema_state(gan_path) if params.ema_decay is not None else None
-    distiller = Distiller(params, spec, g, d, opt_g, opt_d, train, device, lam, ema_init=ema_init)
+    trajectories, pool_record = None, None
+    if params.pool_source == "trajectories" and MATCH_LOSSES[params.loss] is not None:
+        trajectories = open_trajectories(params, inputs, spec)
+        pool_record = lineage.input_record("pool", inputs["pool"], trajectories[0])
+    distiller = Distiller(params, spec, g, d, opt_g, opt_d, train, device, lam, ema_init=ema_init,
+                          trajectories=trajectories)
     probe, teacher_record = build_probe("distill", params, inputs, data, spec, device)
     phash = params_hash(params)
 
@@ -238,12 +266,14 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
                    "final_loss_g": final.get("loss_g"),
                    "final_loss_match": final.get("loss_match"),
                    "pool_draws": distiller.pool.draws if distiller.matching else {},
+                   "pool_source": params.pool_source,
                    "grad_ratio_median": sorted(ratios)[len(ratios) // 2] if ratios else None, **probe_metrics(curves),
                    "wall_seconds_this_run": round(elapsed, 2)}
         return lineage.write_manifest(
             stage, kind="gan", stage="distill", params=as_dict(params), params_hash=phash,
             inputs=[lineage.input_record("dataset", inputs["dataset"], data.path),
-                    lineage.input_record("gan", inputs["gan"], gan_path)] + [r for r in [teacher_record] if r],
+                    lineage.input_record("gan", inputs["gan"], gan_path)]
+                   + [r for r in [teacher_record, pool_record] if r],
             metrics=metrics, extra={"gan": dict(spec.__dict__), "resolved": {"lambda": lam, "ema_init": ema_from,
                                                              "probe_selected_step": selected}},
             device=str(device))
