@@ -12,7 +12,10 @@ generator, EMA weights when the artifact has them), trained on under the strict 
   seed (the pretrain seed; every stage's own seed stays fixed, so seeds differ only by the GAN);
 * one row per `skd_modes` entry: the `skd_recipe` generator distilled with those overrides (the GAN-only control,
   SKD at the paper's λ, ×100, balanced ...), per seed, with the per-seed paired difference against `control`;
-  `lambda_x: k` in a mode means λ = k × the paper's λ for each dataset.
+  `lambda_x: k` in a mode means λ = k × the paper's λ for each dataset; `paired_with: <mode>` pairs the mode
+  with that mode instead of the control (e.g. the trajectories pool against the online one at the same λ); a
+  mode with `pool_source: trajectories` reads the dataset's `pool` stage artifact (the preset's `pool` section
+  over the base params), made once per dataset.
 
 Order: recipes first (in the preset's order, every dataset and seed of one recipe before the next), then the loss
 modes, so a stopped run has complete seed sets for the rows that matter most. Stages are reused when their output's
@@ -67,14 +70,18 @@ class GeneratorRunner(Runner):
 
         base = self.preset.get("skd_recipe")
         for mode, overrides in (self.preset.get("skd_modes") or {}).items():
+            overrides = {k: v for k, v in overrides.items() if k != "paired_with"}
             for name, ds in zip(names, sets):
                 if "lambda_x" in overrides:   # a multiple of the paper's λ for this dataset
                     overrides = {k: v for k, v in overrides.items() if k != "lambda_x"} | {
                         "lambda_skd": overrides["lambda_x"] * default_lambda(overrides.get("loss", "skd"), name)}
+                inputs = {"dataset": ds["data"], "teacher": ds["teacher"]}
+                if overrides.get("pool_source") == "trajectories":   # the dataset's recorded pool, made once
+                    inputs["pool"] = self.stage("pool", ds["d"] / "pool", {"dataset": ds["data"]},
+                                                _ov(self.preset.get("pool")))
                 for seed in self.preset["gan_seeds"]:
                     folder = ds["d"] / base / f"seed{seed}" / f"distill-{mode}"
-                    gan = self.stage("distill", folder / "gan", {"dataset": ds["data"], "teacher": ds["teacher"],
-                                                                 "gan": self.recipe_gan(ds, base, seed)},
+                    gan = self.stage("distill", folder / "gan", {**inputs, "gan": self.recipe_gan(ds, base, seed)},
                                      _ov(overrides) + [f"seed={seed}"])
                     self.own_set(ds, f"{base} → {mode}", folder, gan, seed)
 
@@ -129,6 +136,9 @@ def render(results: dict, preset: dict, command: str) -> str:
             acc = f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']} {s['over']}){seeds}"
             d_rand = "" if rand is None or rname == "random" else f"{s['mean'] - rand:+.1f}"
             ref = None if rname == "random" or rname == first else control if "→" in rname else first
+            paired_with = (preset.get("skd_modes") or {}).get(rname.split(" → ")[-1], {}).get("paired_with") \
+                if "→" in rname else None
+            ref = f"{base} → {paired_with}" if paired_with else ref
             d = paired(row, rows[ref]) if ref and ref in rows and rname != ref else None
             d_txt = "" if d is None else f"{d['mean']:+.1f} ± {d['std']:.1f} vs {ref}"
             lines.append(f"| {rname} | {acc} | {d_rand} | {d_txt} | {verdict(d) if d else ''} | "

@@ -118,7 +118,7 @@ def test_generator_benchmark_smoke(tmp_path):
     results = json.loads((work / "results.json").read_text())
     rows = results["datasets"]["tiny"]["2"]
     assert set(rows) == {"random", "wgan-gp-ac", "hinge-proj+ema", "hinge-proj+ema → gan-only",
-                         "hinge-proj+ema → skd-x100"}
+                         "hinge-proj+ema → skd-x100", "hinge-proj+ema → skd-x100-traj"}
     for name, row in rows.items():
         assert set(row["seeds"]) == ({"-"} if name == "random" else {"1", "2"}), name
         assert all(len(a["convnet3"]) == 2 for a in row["seeds"].values())
@@ -130,6 +130,13 @@ def test_generator_benchmark_smoke(tmp_path):
     assert dist["params"]["lambda_skd"] == pytest.approx(1.0) and dist["metrics"]["lambda"] == pytest.approx(1.0)
     assert "| hinge-proj+ema → skd-x100 |" in stdout and "vs hinge-proj+ema → gan-only" in stdout
     assert "vs wgan-gp-ac" in stdout                      # recipes paired against the first recipe
+    # the trajectories mode read the dataset's pool artifact and is paired with the online mode it names
+    traj = json.loads((work / "tiny" / "hinge-proj+ema" / "seed1" / "distill-skd-x100-traj" / "gan" / "manifest.json")
+                      .read_text())
+    assert traj["params"]["pool_source"] == "trajectories" and "paired_with" not in traj["params"]
+    assert any(i["name"] == "pool" and i["uri"].endswith("tiny/pool") for i in traj["inputs"])
+    line = next(x for x in stdout.splitlines() if x.startswith("| hinge-proj+ema → skd-x100-traj |"))
+    assert "vs hinge-proj+ema → skd-x100 |" in line
     again = run_script("generator.py", "--preset", str(path), "--work", str(work), "--no-docs")
     assert "fixed-set: " not in again and json.loads((work / "results.json").read_text())["datasets"] \
         == results["datasets"]
