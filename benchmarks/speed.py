@@ -294,7 +294,7 @@ class Bench:
         a = self.args
         return from_dict(DistillParams, {"device": self.device.type, "batch_size": a.batch_size, "pool": [arch],
                                          "pool_width": a.pool_width, "pool_steps": a.pool_steps, "amp": amp,
-                                         "pool_source": source}, "distill")
+                                         "pool_source": source, "gp_every": a.gp_every}, "distill")
 
     def _trajectories(self, arch: str, folder: Path) -> tuple[Path, TrajectorySpec]:
         """A one-architecture pool artifact's files (pool.json and 8 snapshots of one random init)."""
@@ -339,7 +339,7 @@ class Bench:
         pool_steps = a.pool_steps if source == "online" else 0
         images = distill_images_per_step(a.batch_size, pool_steps)
         return self._row("distill", amp, t, images, a.batch_size, memory, pool_arch=arch, pool_steps=pool_steps,
-                         pool_source=source, model_gflops_per_step=round(flops / 1e9, 4))
+                         pool_source=source, gp_every=a.gp_every, model_gflops_per_step=round(flops / 1e9, 4))
 
     def reference(self, arch: str, amp: bool | None) -> dict:
         a = self.args
@@ -639,6 +639,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pool-width", type=int, help="pool model width (default: each model's own)")
     ap.add_argument("--pool", default=",".join(PAPER_POOL), help="pool architectures, each timed on its own")
     ap.add_argument("--pool-steps", type=int, help="pool SGD steps per generator step (default 16)")
+    ap.add_argument("--gp-every", type=int, default=1,
+                    help="skdd's lazy gradient penalty (distill.gp_every; the reference keeps DiM's every step); "
+                         "use --steps a multiple of it, so the timed steps hold the penalty's share")
     ap.add_argument("--sources", default="online,trajectories",
                     help="distill pool sources to time: online (trained in the step), trajectories (recorded)")
     ap.add_argument("--batch-size", type=int, help="distill batch (default 64)")

@@ -55,7 +55,7 @@ def test_real_and_fake_go_through_the_same_policy_in_a_gan_step():
     opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(rec.parameters())
     x = torch.ones(4, 1, 28, 28)
     y = torch.arange(4)
-    gan_step(g, rec, opt_g, opt_d, x, y, spec, 0.0, torch.device("cpu"), False, d_aug=critic_augmentation("cutout"))
+    gan_step(g, rec, opt_g, opt_d, x, y, spec, 10.0, torch.device("cpu"), False, d_aug=critic_augmentation("cutout"))
     # G's step (fake), then D's step: real, fake and the gradient penalty's mix; every one was cut out
     assert len(rec.seen) == 4 and all((s == 0).any(dim=(1, 2, 3)).all() for s in rec.seen)
     assert not (rec.seen[1] == 1).all()                            # the real batch of ones was augmented too

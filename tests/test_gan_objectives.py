@@ -170,3 +170,42 @@ def test_cbn_generator_through_distill_sample_and_latent_refine(tmp_path):
     run_stage("refine", output=str(refine), inputs={"dataset": str(data), "synthetic": str(sample), "gan": str(dist)},
               overrides=["steps=2", "real_per_class=2", "embed_width=4", "device=cpu"])
     assert json.loads((refine / "manifest.json").read_text())["stage"] == "refine"
+
+
+class LinearCritic(nn.Module):
+    """D(x) = (w·x, class logits 0): its input gradient is w for every x, so the penalty is (‖w‖ − 1)² exactly."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(w))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x.flatten(1) @ self.w, torch.zeros(x.shape[0], 3)
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_lazy_gradient_penalty_keeps_the_expected_penalty_and_skips_its_pass(every):
+    """Over `every` critic steps (lr 0, so D is the same each step) the lazy penalty adds up to what every-step
+    adds: every × weight × (‖w‖ − 1)², with ‖w‖ = 5 here, i.e. every × 10 × 16; steps without it make no
+    interpolates pass (two critic calls instead of three)."""
+    from skdd.adversarial import lazy_gp_weight
+    from skdd.losses import discriminator_loss
+
+    critic = LinearCritic([3.0, 4.0])
+    opt = torch.optim.Adam(critic.parameters(), lr=0.0)
+    x, y = torch.zeros(2, 1, 1, 2), torch.tensor([0, 1])
+    base = 2 * torch.log(torch.tensor(3.0)).item()     # the two CEs of uniform logits over 3 classes
+    penalties, calls = [], []
+    for _ in range(every):
+        before = critic.calls
+        loss = discriminator_loss(critic, x, y, x, y, lazy_gp_weight(opt, 10.0, every))
+        calls.append(critic.calls - before)
+        penalties.append(loss.item() - base)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert sum(penalties) == pytest.approx(every * 10.0 * 16.0)
+    assert penalties[0] == pytest.approx(every * 160.0) and all(p == pytest.approx(0.0) for p in penalties[1:])
+    assert calls == [3] + [2] * (every - 1)

@@ -94,7 +94,7 @@ def test_pool_and_distill_from_trajectories_resume_bit_identical_after_sigkill(a
     assert "starting fresh" in run_cli(skdd_cmd("pool", lost, {"dataset": art["data"]}, pool)).stdout
     assert file_hashes(lost) == file_hashes(ref)
 
-    dis = TRAJ + ["steps=30", "checkpoint_every=3"]
+    dis = TRAJ + ["steps=30", "checkpoint_every=3", "gp_every=4"]   # the lazy penalty's cadence resumes too
     inputs = {"dataset": art["data"], "gan": art["gan"], "pool": ref}
     dref, dout = tmp_path / "dist_ref", tmp_path / "dist_killed"
     run_cli(skdd_cmd("distill", dref, inputs, dis))

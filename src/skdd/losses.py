@@ -87,6 +87,8 @@ def discriminator_loss(
     src_fake, cls_fake = critic(fake.detach())
     wasserstein = src_fake.float().mean() - src_real.float().mean()
     ce = F.cross_entropy(cls_fake.float(), fake_labels) + F.cross_entropy(cls_real.float(), real_labels)
+    if gp_weight == 0:   # a lazy-regularisation step (skdd.adversarial.lazy_gp_weight): no penalty pass at all
+        return wasserstein + ce
     return wasserstein + ce + gradient_penalty(critic, real, fake, gp_weight)
 
 

@@ -19,7 +19,8 @@ import torch
 
 from skdd import checkpoint as ckpt_mod
 from skdd import lineage, storage
-from skdd.adversarial import critic_augmentation, critic_step, generator_forward, generator_update, step_losses
+from skdd.adversarial import (critic_augmentation, critic_step, generator_forward, generator_update, lazy_gp_weight,
+                              step_losses)
 from skdd.augment import DiffAug
 from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import EpochBatcher, Pixels
@@ -52,6 +53,8 @@ class DistillParams(ProbeParams):
     beta1: float = param(0.0, ge=0, le=1)
     beta2: float = param(0.9, ge=0, le=1)
     gp_weight: float = param(10.0, ge=0)
+    gp_every: int = param(1, ge=1, help="lazy gradient penalty: on one critic step in N, weighted N times (1: every "
+                                       "step, DiM; wgan-gp-ac only)")
     loss: str = param("skd", choices=tuple(MATCH_LOSSES))
     lambda_skd: float | None = param(None, ge=0, help="null: the paper's value for the dataset (lambda_mode fixed)")
     lambda_mode: str = param("fixed", choices=("fixed", "balanced"),
@@ -149,8 +152,9 @@ class Distiller:
         loss_match = self._matching_term(fake, idx) if self.matching else None
         generator = generator_update(self.opt_g, self.d, fake, loss_adv, loss_match, grad_norms=measure,
                                      target_ratio=p.target_ratio if p.lambda_mode == "balanced" else None)
-        losses = step_losses(generator, critic_step(self.g, self.d, self.opt_d, x, y, self.spec, p.gp_weight,
-                                                    self.device, p.amp, self.d_aug))
+        gp = lazy_gp_weight(self.opt_d, p.gp_weight, p.gp_every)
+        losses = step_losses(generator, critic_step(self.g, self.d, self.opt_d, x, y, self.spec, gp, self.device,
+                                                    p.amp, self.d_aug))
         if self.ema is not None:
             self.ema.update(self.g)
         if pool_loss is not None:

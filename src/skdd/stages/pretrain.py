@@ -23,7 +23,7 @@ from skdd.probe import PROBE_FILE, ProbeParams, build_probe, probe_metrics, prob
 from skdd.gan_artifact import GanSpec, save_gan
 from skdd.losses import GAN_OBJECTIVES
 from skdd.models.gan import CONDITIONING_MODES
-from skdd.adversarial import critic_augmentation, critic_step, gan_step
+from skdd.adversarial import critic_augmentation, critic_step, gan_step, lazy_gp_weight
 from skdd.stages.common import load_dataset
 from skdd.stages.curves import write_curves
 from skdd.stages.loop import run_steps
@@ -42,6 +42,8 @@ class PretrainParams(ProbeParams):
     beta1: float = param(0.0, ge=0, le=1)
     beta2: float = param(0.9, ge=0, le=1)
     gp_weight: float = param(10.0, ge=0, help="gradient-penalty weight (wgan-gp-ac; hinge-proj has none)")
+    gp_every: int = param(1, ge=1, help="lazy gradient penalty: on one critic step in N, weighted N times (1: every "
+                                       "step, DiM; wgan-gp-ac only)")
     gan_loss: str = param("wgan-gp-ac", choices=tuple(GAN_OBJECTIVES),
                           help="wgan-gp-ac (DiM, the paper) | hinge-proj (spectral-norm projection critic)")
     g_width: int = param(196, ge=1)
@@ -80,14 +82,17 @@ class Pretrainer:
         idx = self.batcher.next()
         return self.pixels.gan(self.train.images[idx]), self.train.labels[idx]
 
+    def _gp(self) -> float:
+        return lazy_gp_weight(self.opt_d, self.params.gp_weight, self.params.gp_every)
+
     def step(self) -> dict:
         p = self.params
         x, y = self._real_batch()
-        losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, p.gp_weight, self.device, p.amp,
+        losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, self._gp(), self.device, p.amp,
                           d_aug=self.d_aug)
         for _ in range(p.n_critic - 1):   # further critic steps, each on the next real batch
             x, y = self._real_batch()
-            losses.update(critic_step(self.g, self.d, self.opt_d, x, y, self.spec, p.gp_weight, self.device,
+            losses.update(critic_step(self.g, self.d, self.opt_d, x, y, self.spec, self._gp(), self.device,
                                       p.amp, self.d_aug))
         if self.ema is not None:
             self.ema.update(self.g)
