@@ -65,7 +65,7 @@ from skdd.gan_artifact import GanSpec
 from skdd.losses import discriminator_loss, generator_adv_loss, match_loss
 from skdd.models import create_model
 from skdd.stages.common import load_dataset
-from skdd.pool import PAPER_POOL, POOL_FILE, SNAPSHOT_DIR, TrajectorySpec, snapshot_name
+from skdd.pool import PAPER_POOL, POOL_FILE, SNAPSHOT_DIR, TrajectorySpec, build_member, snapshot_name
 from skdd.stages.distill import DistillParams, Distiller, default_lambda
 from skdd.stages.pretrain import PretrainParams, Pretrainer
 
@@ -302,9 +302,8 @@ class Bench:
         spec = TrajectorySpec(archs=[arch], width=self.args.pool_width, steps=list(range(8)),
                               in_channels=s.in_channels, image_size=s.image_size, num_classes=s.num_classes,
                               classes=list(s.classes), dataset=s.dataset, mean=list(s.mean), std=list(s.std))
-        kwargs = {} if spec.width is None else {"width": spec.width}
-        model = create_model(arch, in_channels=s.in_channels, num_classes=s.num_classes, image_size=s.image_size,
-                             **kwargs)
+        model = build_member(arch, dict(in_channels=s.in_channels, num_classes=s.num_classes,
+                                        image_size=s.image_size), spec.width, torch.device("cpu"))
         (folder / SNAPSHOT_DIR).mkdir(parents=True, exist_ok=True)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         for step in spec.steps:

@@ -8,8 +8,8 @@ registry's `component` flag: `components/<stage>.py` defines a function named af
 containerized) components are what `kfp.local.SubprocessRunner` runs, so the very same pipeline runs here and on
 a cluster.
 
-Artifacts: ingest, sample and refine emit `Dataset`, teacher, pretrain, pool and distill `Model`, evaluate `Metrics` (+ its
-`Markdown` report), report a `Markdown` comparison; each carries the skdd manifest's key facts as metadata.
+Artifacts: ingest, sample and refine emit `Dataset`, teacher, pretrain, pool and distill `Model`, evaluate `Metrics`
+(+ its `Markdown` report), report a `Markdown` comparison; each carries the skdd manifest's key facts as metadata.
 """
 
 from __future__ import annotations

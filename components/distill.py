@@ -11,5 +11,6 @@ def distill(dataset: Input[Dataset], gan: Input[Model], teacher: Input[Model], t
     from skdd.kfp_steps import run_step
 
     run_step("distill", {"manifest.json": generator}, params_yaml=params_yaml, artifact_root=artifact_root,
-             inputs={"dataset": dataset, "gan": gan, "teacher": teacher, "pool": trajectories}, options={"loss": loss, "device": device},
+             inputs={"dataset": dataset, "gan": gan, "teacher": teacher, "pool": trajectories},
+             options={"loss": loss, "device": device},
              s3_endpoint_url=s3_endpoint_url)

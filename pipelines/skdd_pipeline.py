@@ -143,7 +143,8 @@ def build_pipeline(options: PipelineOptions):
         return task
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Generative dataset distillation with self-knowledge "
-                  "distillation: ingest, teacher, pretrain, pool trajectories, distill (GPU), then per IPC sample (kept by the teacher), "
+                  "distillation: ingest, teacher, pretrain, pool trajectories, distill (GPU), then per IPC sample "
+                  "(kept by the teacher), "
                   "refine (GPU) and evaluate, and report.")
     def skdd_pipeline(
         artifact_root: str = options.artifact_root,

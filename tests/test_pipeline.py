@@ -30,7 +30,8 @@ DEFAULT_IMAGE = f"{REPOSITORY}:{skdd.__version__}"
 FAKE_KEY_ID = "AKIAFAKEKEYID7Q2X9ZTEST"
 FAKE_SECRET = "fake/Secret+Value/that-must-never-leak-0123456789"
 SECRET_NAME = "skdd-s3-credentials"
-STAGE_EXECUTORS = ("exec-fingerprint-source", "exec-ingest", "exec-teacher", "exec-pretrain", "exec-pool", "exec-distill",
+STAGE_EXECUTORS = ("exec-fingerprint-source", "exec-ingest", "exec-teacher", "exec-pretrain", "exec-pool",
+                   "exec-distill",
                    "exec-sample", "exec-refine", "exec-evaluate", "exec-report")
 GPU_EXECUTORS = {"exec-distill", "exec-refine"}
 

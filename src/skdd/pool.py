@@ -32,6 +32,11 @@ POOL_FILE = "pool.json"
 SNAPSHOT_DIR = "snapshots"
 
 
+def build_member(name: str, shape: dict, width: int | None, device: torch.device) -> nn.Module:
+    """A pool architecture on `device` at `width` (None: its own default width), as every pool builds it."""
+    return prepare_module(create_model(name, **shape, **({} if width is None else {"width": width})), device)
+
+
 def snapshot_name(arch: str, step: int) -> str:
     return f"{arch}-{step:06d}.safetensors"
 
@@ -78,9 +83,7 @@ class ModelPool:
         self.draws: dict[str, int] = {n: 0 for n in self.names}
 
     def _create(self, name: str) -> None:
-        kwargs = {} if self.width is None else {"width": self.width}
-        model = prepare_module(create_model(name, **self.shape, **kwargs), self.device)
-        model.train()
+        model = build_member(name, self.shape, self.width, self.device).train()
         self.live[name] = (model, torch.optim.SGD(model.parameters(), **self.sgd))
 
     def draw(self, new_epoch: bool) -> None:
@@ -116,6 +119,10 @@ class ModelPool:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {f"pool_{n}": o for n, (_, o) in self.live.items()}
 
+    def logged(self) -> dict:
+        """What a distill step logs about the pool model it matched with."""
+        return {"pool": self.current}
+
     def meta(self) -> dict:
         return {"pool_current": self.current, "pool_live": sorted(self.live), "pool_draws": dict(self.draws)}
 
@@ -136,9 +143,8 @@ class SnapshotPool:
     def __init__(self, path: Path, spec: TrajectorySpec, device: torch.device):
         self.path, self.spec, self.device = path, spec, device
         self.names = list(spec.archs)
-        kwargs = {} if spec.width is None else {"width": spec.width}
         shape = dict(in_channels=spec.in_channels, num_classes=spec.num_classes, image_size=spec.image_size)
-        self.models = {n: prepare_module(create_model(n, **shape, **kwargs), device).train().requires_grad_(False)
+        self.models = {n: build_member(n, shape, spec.width, device).train().requires_grad_(False)
                        for n in self.names}
         self.current: str | None = None
         self.snapshot: int | None = None
@@ -165,6 +171,9 @@ class SnapshotPool:
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {}
+
+    def logged(self) -> dict:
+        return {"pool": self.current, "pool_snapshot": self.snapshot}
 
     def meta(self) -> dict:
         return {"pool_current": self.current, "pool_snapshot": self.snapshot, "pool_draws": dict(self.draws)}

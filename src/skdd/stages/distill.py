@@ -36,6 +36,7 @@ from skdd.stages.common import load_dataset, open_input
 from skdd.stages.curves import write_curves
 from skdd.stages.loop import run_steps
 
+
 def default_lambda(loss: str, dataset: str) -> float:
     """The paper's λ_SKD: 0.001 for MNIST, 0.01 otherwise; DiM's hard-coded 0.01 for its MSE."""
     if loss == "dim-mse":
@@ -109,11 +110,15 @@ class Distiller:
         self.ema = GeneratorEMA(g, params.ema_decay, init=ema_init) if params.ema_decay is not None else None
         self.train, self.device, self.lam = train, device, lam
         self.matching = MATCH_LOSSES[params.loss] is not None
-        # `trajectories`: (path, TrajectorySpec) of a pool artifact, for pool_source trajectories
-        self.pool = SnapshotPool(*trajectories, device) if trajectories is not None else ModelPool(params.pool, params.pool_sampling, in_channels=spec.in_channels,
-                              num_classes=spec.num_classes, image_size=spec.image_size, width=params.pool_width,
-                              lr=params.pool_lr, momentum=params.pool_momentum,
-                              weight_decay=params.pool_weight_decay, device=device, amp=params.amp)
+        # `trajectories`: (path, TrajectorySpec) of a pool artifact, for pool_source trajectories: nothing to train
+        if trajectories is not None:
+            self.pool, self.pool_steps = SnapshotPool(*trajectories, device), 0
+        else:
+            self.pool = ModelPool(params.pool, params.pool_sampling, in_channels=spec.in_channels,
+                                  num_classes=spec.num_classes, image_size=spec.image_size, width=params.pool_width,
+                                  lr=params.pool_lr, momentum=params.pool_momentum,
+                                  weight_decay=params.pool_weight_decay, device=device, amp=params.amp)
+            self.pool_steps = params.pool_steps
         self.match_aug = DiffAug(params.match_augment, scheme="dim")
         self.pool_aug = DiffAug(params.pool_augment, scheme="dim")
         self.d_aug = critic_augmentation(params.d_augment)
@@ -142,7 +147,7 @@ class Distiller:
         pool_loss = None
         if self.matching:
             self.pool.draw(new_epoch)
-            for _ in range(p.pool_steps if isinstance(self.pool, ModelPool) else 0):
+            for _ in range(self.pool_steps):
                 pidx = self.pool_batcher.next()
                 pool_loss = self.pool.train_step(self.pixels.classifier(train.images[pidx]), train.labels[pidx],
                                                  self.pool_aug)
@@ -160,9 +165,7 @@ class Distiller:
         if pool_loss is not None:
             losses["loss_pool"] = pool_loss
         if self.matching:
-            losses["pool"] = self.pool.current
-            if isinstance(self.pool, SnapshotPool):
-                losses["pool_snapshot"] = self.pool.snapshot
+            losses.update(self.pool.logged())
         return losses
 
     def modules(self) -> dict:
