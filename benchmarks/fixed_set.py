@@ -2,6 +2,7 @@
 
     python benchmarks/fixed_set.py --preset benchmarks/presets/cpu-fixed-set.yaml --work runs/cpu-fixed-set
     python benchmarks/fixed_set.py --preset ... --work ... --render-only      # re-write the results page only
+    python benchmarks/fixed_set.py --preset ... --work ... --phases distilled,cross_arch --ipc 10 --datasets mnist
 
 Rows per dataset and IPC (every stage through `skdd.stages.registry.run_stage`, params: the preset's `base` file,
 then the preset's section, then what the row needs):
@@ -18,6 +19,10 @@ then the preset's section, then what the row needs):
 Order: phases by importance, each over every IPC and dataset: real rows and the refined set of every seed, then
 the selection ablation, then cross-architecture, then the distilled rows, so a run stopped early has the rows that
 matter most on every dataset.
+
+`--phases`, `--ipc` and `--datasets` run part of the preset (in the order given); such a partial run keeps the
+rows of `results.json` it did not touch, so the page still shows everything measured so far. A full run
+re-records every row (reused stages cost nothing).
 
 A stage whose output already has a manifest is reused (re-running resumes; stages resume from their checkpoints).
 A generator row is reported as the mean ± std over GAN seeds of its per-seed mean accuracy (trials inside a seed
@@ -46,6 +51,7 @@ SELECTIONS = ("none", "confidence", "coverage", "confidence+coverage")
 GAN_ROWS = ["gan", "gan+confidence", "gan+coverage", "gan+confidence+coverage", "gan+refine"]
 DISTILL_ROWS = ["gan-only+refine", "skd+refine"]
 REAL_ROWS = ["random", "kcenter", "herding", "dm-pixel"]
+PHASES = ("headline", "ablation", "cross_arch", "distilled")     # Runner methods, in order of importance
 
 
 def row_name(gname: str, selection: str) -> str:
@@ -174,14 +180,14 @@ class Runner:
                                    [f"loss={loss}", f"seed={seed}"])
                 self.refined_row(ds["cells"], ds["data"], ds["teacher"], k, ipc, seed, loss, gpath)
 
-    def run(self) -> None:
+    def run(self, phases: tuple[str, ...] = PHASES) -> None:
         """Phases in order of importance, each over every IPC and dataset, so a run stopped early has the rows
         that matter most on every dataset rather than every row of the first one."""
         sets = [self.dataset(name, where or {}) for name, where in self.preset["datasets"].items()]
-        for phase in (self.headline, self.ablation, self.cross_arch, self.distilled):
+        for phase in phases:
             for ipc in self.preset["ipc"]:
                 for ds in sets:
-                    phase(ds, ipc)
+                    getattr(self, phase)(ds, ipc)
 
 
 def summarise(row: dict, arch: str = "convnet3") -> dict:
@@ -285,8 +291,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", required=True)
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/results.md")
+    ap.add_argument("--phases", help=f"comma-separated subset of {','.join(PHASES)}, run in the order given")
+    ap.add_argument("--ipc", help="comma-separated subset of the preset's IPC values")
+    ap.add_argument("--datasets", help="comma-separated subset of the preset's datasets")
     args = ap.parse_args(argv)
     preset = yaml.safe_load(Path(args.preset).read_text())
+    phases = tuple(args.phases.split(",")) if args.phases else PHASES
+    if unknown := sorted(set(phases) - set(PHASES)):
+        ap.error(f"--phases: unknown {unknown}; known: {', '.join(PHASES)}")
+    if args.ipc:
+        wanted = [int(i) for i in args.ipc.split(",")]
+        if unknown := sorted(set(wanted) - set(preset["ipc"])):
+            ap.error(f"--ipc: {unknown} not in the preset's {preset['ipc']}")
+        preset["ipc"] = [i for i in preset["ipc"] if i in wanted]
+    if args.datasets:
+        wanted_ds = args.datasets.split(",")
+        if unknown := sorted(set(wanted_ds) - set(preset["datasets"])):
+            ap.error(f"--datasets: {unknown} not in the preset's {sorted(preset['datasets'])}")
+        preset["datasets"] = {k: v for k, v in preset["datasets"].items() if k in wanted_ds}
+    partial = bool(args.phases or args.ipc or args.datasets)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
@@ -296,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = {}
         runner = Runner(preset, work)
-        run_and_save(runner, runner.run, results, results_path, preset["name"], command)
+        if partial and results_path.is_file():              # keep the rows this run does not touch
+            runner.datasets = json.loads(results_path.read_text()).get("datasets", {})
+        run_and_save(runner, lambda: runner.run(phases), results, results_path, preset["name"], command)
     text = render(results, preset, command)
     print(text)
     if not args.no_docs:

@@ -7,6 +7,8 @@ and that its output is complete and sane. One thread per process, as the figures
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -104,6 +106,14 @@ def test_fixed_set_benchmark_smoke(tmp_path):
     third = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
     assert "tiny/teacher: not reused" in third and "manifest edited since it was written" in third
     assert "fixed-set: teacher -> tiny/teacher" in third
+    # a partial run (one phase) keeps the rows it did not touch; an unknown phase is refused in one line
+    before = json.loads((tmp_path / "work" / "results.json").read_text())["datasets"]
+    run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs",
+               "--phases", "cross_arch", "--ipc", "2")
+    assert json.loads((tmp_path / "work" / "results.json").read_text())["datasets"] == before
+    bad = subprocess.run([sys.executable, str(BENCHMARKS / "fixed_set.py"), "--preset", str(path), "--work",
+                          str(tmp_path / "work"), "--no-docs", "--phases", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--phases: unknown ['nope']" in bad.stderr
 
 
 def test_generator_benchmark_smoke(tmp_path):
