@@ -8,17 +8,18 @@ Rows per dataset and IPC (every stage through `skdd.stages.registry.run_stage`, 
 then the preset's section, then what the row needs):
 
 * real subsets: `random`, `kcenter`, `herding` (the teacher's features); `dm-pixel`: DM on pixels from the
-  random subset (`refine space=pixel`), the fixed-set anchor;
+  random subset (`refine space=pixel`), the fixed-set anchor; `herding+dm-pixel`: the same from the herding subset;
 * per GAN seed (`pretrain seed`): the generator's own sample (`sample selection=none`), `+confidence`,
   `+coverage`, `+confidence+coverage` (over `candidates_per_class` candidates), and `+refine` (latent DM through
-  the frozen generator, from the confidence+coverage set); with `with_distill: true` also the SKD-distilled generator
+  the frozen generator, from the confidence+coverage set), `+refine+dm-pixel` (pixel DM from the refined set: does
+  the generator's start still matter once pixels move?); with `with_distill: true` also the SKD-distilled generator
   with the same selection and refine (`skd+refine`) and the GAN-only control at equal steps (`gan-only+refine`);
 * `cross_arch: [convnet3, resnet18, alexnet, vgg11]`: random, dm-pixel and the first seed's `gan+refine` set
   evaluated on every listed architecture (generalisation is where a generator prior claims to help).
 
 Order: phases by importance, each over every IPC and dataset: real rows and the refined set of every seed, then
-the selection ablation, then cross-architecture, then the distilled rows, so a run stopped early has the rows that
-matter most on every dataset.
+pixel DM from the better starts, then the selection ablation, then cross-architecture, then the distilled rows,
+so a run stopped early has the rows that matter most on every dataset.
 
 `--phases`, `--ipc` and `--datasets` run part of the preset (in the order given); such a partial run keeps the
 rows of `results.json` it did not touch, so the page still shows everything measured so far. A full run
@@ -48,10 +49,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_MD = REPO / "docs" / "results.md"
 SELECTIONS = ("none", "confidence", "coverage", "confidence+coverage")
-GAN_ROWS = ["gan", "gan+confidence", "gan+coverage", "gan+confidence+coverage", "gan+refine"]
+GAN_ROWS = ["gan", "gan+confidence", "gan+coverage", "gan+confidence+coverage", "gan+refine",
+            "gan+refine+dm-pixel"]
 DISTILL_ROWS = ["gan-only+refine", "skd+refine"]
-REAL_ROWS = ["random", "kcenter", "herding", "dm-pixel"]
-PHASES = ("headline", "ablation", "cross_arch", "distilled")     # Runner methods, in order of importance
+REAL_ROWS = ["random", "kcenter", "herding", "dm-pixel", "herding+dm-pixel"]
+PHASES = ("headline", "polish", "ablation", "cross_arch", "distilled")     # Runner methods, in order of importance
 
 
 def row_name(gname: str, selection: str) -> str:
@@ -105,12 +107,13 @@ class Runner:
         self.on_result()
 
     def refined_row(self, cells: dict, data: Path, teacher: Path, k: Path, ipc: int, seed: int, gname: str,
-                    gpath: Path) -> None:
+                    gpath: Path) -> Path:
         """The generator's fixed set as skdd makes it: confidence+coverage of the candidates, then latent refine."""
         src = self.sample(k, seed, gname, gpath, teacher, ipc, "confidence+coverage")
         ref = self.stage("refine", k / f"seed{seed}" / f"refine-{gname}", {"dataset": data, "synthetic": src,
                                                                            "gan": gpath}, ["space=latent"])
         self.record(cells, ipc, f"{gname}+refine", str(seed), self.evaluate(data, ref, f"{gname}+refine", ipc))
+        return ref
 
     def sample(self, k: Path, seed: int, gname: str, gpath: Path, teacher: Path, ipc: int, sel: str) -> Path:
         return self.stage("sample", k / f"seed{seed}" / f"sample-{row_name(gname, sel)}", {"gan": gpath, "teacher": teacher},
@@ -147,6 +150,21 @@ class Runner:
         self.record(cells, ipc, "dm-pixel", "-", self.evaluate(data, dm, "dm-pixel", ipc))
         for seed in self.preset["gan_seeds"]:
             self.refined_row(cells, data, teacher, k, ipc, seed, "gan", self.gan(ds, seed))
+
+    def polish(self, ds: dict, ipc: int) -> None:
+        """Pixel DM (the same steps as `dm-pixel`) from a better start than a random subset: the herding subset,
+        and each seed's refined generator set. Does the generator's set still add something once pixels move?"""
+        data, teacher, cells, k = ds["data"], ds["teacher"], ds["cells"], ds["d"] / f"ipc{ipc}"
+        pixel = ["space=pixel"] + _ov(self.preset.get("refine_pixel"))
+        herd = self.stage("select", k / "select-herding", {"dataset": data, "teacher": teacher},
+                          ["method=herding", f"ipc={ipc}"])
+        out = self.stage("refine", k / "dm-pixel-herding", {"dataset": data, "synthetic": herd}, pixel)
+        self.record(cells, ipc, "herding+dm-pixel", "-", self.evaluate(data, out, "herding+dm-pixel", ipc))
+        for seed in self.preset["gan_seeds"]:
+            ref = self.refined_row(cells, data, teacher, k, ipc, seed, "gan", self.gan(ds, seed))
+            out = self.stage("refine", k / f"seed{seed}" / "dm-pixel-gan", {"dataset": data, "synthetic": ref}, pixel)
+            self.record(cells, ipc, "gan+refine+dm-pixel", str(seed),
+                        self.evaluate(data, out, "gan+refine+dm-pixel", ipc))
 
     def ablation(self, ds: dict, ipc: int) -> None:
         """Each selection mode alone, no refine, for every GAN seed."""

@@ -85,8 +85,10 @@ def test_fixed_set_benchmark_smoke(tmp_path):
     stdout = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
     results = json.loads((tmp_path / "work" / "results.json").read_text())
     row = results["datasets"]["tiny"]["2"]
-    assert set(row) == {"random", "kcenter", "herding", "dm-pixel", "gan", "gan+confidence", "gan+coverage",
-                        "gan+confidence+coverage", "gan+refine", "gan-only+refine", "skd+refine"}
+    assert set(row) == {"random", "kcenter", "herding", "dm-pixel", "herding+dm-pixel", "gan", "gan+confidence",
+                        "gan+coverage", "gan+confidence+coverage", "gan+refine", "gan+refine+dm-pixel",
+                        "gan-only+refine", "skd+refine"}
+    assert set(row["gan+refine+dm-pixel"]["seeds"]) == {"1", "2"}
     assert set(row["gan+refine"]["seeds"]) == {"1", "2"}                   # one evaluation per GAN seed
     for name, cells in row.items():
         for accs in cells["seeds"].values():
