@@ -87,6 +87,7 @@ def test_gan_only_control_skips_matching(chain, tmp_path):
     manifest = run_stage("distill", output=str(out), inputs={"dataset": str(chain["data"]), "gan": str(chain["gan"])},
                          overrides=TINY_DISTILL + ["steps=2", "loss=gan-only"])
     assert manifest["metrics"]["pool_draws"] == {}
+    assert manifest["metrics"]["lambda"] is None and manifest["resolved"]["lambda"] is None   # no term, no λ
     assert "loss_match" not in (out / "curves.csv").read_text()
 
 

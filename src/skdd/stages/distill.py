@@ -103,8 +103,8 @@ class DistillParams(ProbeParams):
 class Distiller:
     """One distillation step at a time; `run` adds artifacts and checkpoints, benchmarks call `step` directly."""
 
-    def __init__(self, params: DistillParams, spec, g, d, opt_g, opt_d, train, device: torch.device, lam: float,
-                 ema_init: dict[str, torch.Tensor] | None = None, trajectories: tuple | None = None):
+    def __init__(self, params: DistillParams, spec, g, d, opt_g, opt_d, train, device: torch.device,
+                 lam: float | None, ema_init: dict[str, torch.Tensor] | None = None, trajectories: tuple | None = None):
         self.params, self.spec, self.g, self.d, self.opt_g, self.opt_d = params, spec, g, d, opt_g, opt_d
         # G's moving average (off when ema_decay is null); `ema_init`: the input artifact's average, else G
         self.ema = GeneratorEMA(g, params.ema_decay, init=ema_init) if params.ema_decay is not None else None
@@ -234,7 +234,9 @@ def run(params: DistillParams, inputs: dict[str, str], output: str) -> dict:
         raise SkddError(f"{gan_path}: GAN was trained for {spec.in_channels}x{spec.image_size}x{spec.image_size}, "
                         f"{spec.num_classes} classes; dataset {data.path} has {tuple(train.shape)}, "
                         f"{train.num_classes} classes")
-    if params.lambda_mode == "balanced":
+    if MATCH_LOSSES[params.loss] is None:
+        lam = None  # the GAN-only control has no matching term, so no λ to report
+    elif params.lambda_mode == "balanced":
         lam = 1.0   # the per-step scale comes from the gradient ratio (logged as `lambda` in curves.csv)
     else:
         lam = params.lambda_skd if params.lambda_skd is not None else default_lambda(params.loss, data.name)
