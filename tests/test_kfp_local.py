@@ -7,7 +7,6 @@ Its final evaluation must match the real `dvc repro` of the same profile: the se
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -40,35 +39,25 @@ def read(path: Path) -> dict:
 
 
 def test_pipeline_under_kfp_local_matches_dvc_repro(tmp_path, monkeypatch, smoke_env, capsys, dvc_smoke):
-    from kfp import local
-
-    from skdd import pipeline_cli
-
-    pipeline_cli.pipeline_module()   # puts the checkout (components/, pipelines/) on sys.path
-    from pipelines.skdd_pipeline import PipelineOptions, build_pipeline
-
     # the reference: the evaluation of the session's real `dvc repro` of the smoke profile, as first made
     snapshot = dvc_smoke[3]
     reference = snapshot / "eval-skd"
 
-    # the pipeline, compiled for the default image, run by kfp.local in subprocesses of this interpreter
+    # the pipeline through the user's command: compiled for the default image with the smoke preset, then run by
+    # kfp.local in subprocesses of this interpreter (`--runner subprocess`; tests/test_image.py runs `docker`)
     monkeypatch.chdir(tmp_path)
-    smoke = SMOKE.read_text()
-    pipeline = build_pipeline(PipelineOptions(image=f"ghcr.io/skdd/skdd:{__import__('skdd').__version__}",
-                                              params_yaml=smoke))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp-root"),
-               workspace_root=str(tmp_path / "kfp-workspace"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # "non-Python base image": it is the project's image
-        warnings.filterwarnings("ignore", message=".*no effect in the current local runner")   # GPU request
-        task = pipeline(artifact_root=str(tmp_path / "artifacts"))
     capsys.readouterr()
+    code = main(["pipeline", "run-local", "--runner", "subprocess", "--preset", str(SMOKE),
+                 "--pipeline-root", str(tmp_path / "kfp-root"), "--param", f"artifact_root={tmp_path / 'artifacts'}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    printed = json.loads(out.strip().splitlines()[-1])
+    assert printed["runner"] == "subprocess" and printed["pipeline_root"] == str(tmp_path / "kfp-root")
 
-    # the final artifact: the report over the per-IPC evaluations, with the manifests' facts as KFP metadata
-    report_meta = task.output.metadata
-    report_uri = Path(report_meta["uri"])
+    # the final artifact: the report over the per-IPC evaluations, its URI from the manifests' facts (KFP metadata)
+    report_uri = Path(printed["report_uri"])
     assert report_uri.parent == tmp_path / "artifacts" / "report"
-    assert Path(task.output.path).read_text() == (report_uri / "report.md").read_text()
+    assert Path(printed["report"]).read_text() == (report_uri / "report.md").read_text()
     (evaluation,) = read(report_uri / "manifest.json")["inputs"]
     eval_uri = Path(evaluation["uri"])
     assert eval_uri.parent == tmp_path / "artifacts" / "evaluate"
