@@ -138,15 +138,23 @@ class Runner:
         return self.stage("pretrain", ds["d"] / f"seed{seed}" / "gan",
                           {"dataset": ds["data"], "teacher": ds["teacher"]}, [f"seed={seed}"])
 
+    def real_subset(self, ds: dict, ipc: int, method: str) -> Path:
+        """`select` of IPC real images per class by `method` (random, kcenter, herding: the teacher's features)."""
+        return self.stage("select", ds["d"] / f"ipc{ipc}" / f"select-{method}",
+                          {"dataset": ds["data"], "teacher": ds["teacher"]}, [f"method={method}", f"ipc={ipc}"])
+
+    def pixel_dm(self, data: Path, start: Path, out: Path) -> Path:
+        """DM on pixels (`refine space=pixel`, the preset's `refine_pixel` section) started from the set `start`."""
+        return self.stage("refine", out, {"dataset": data, "synthetic": start},
+                          ["space=pixel"] + _ov(self.preset.get("refine_pixel")))
+
     def headline(self, ds: dict, ipc: int) -> None:
         """Real rows, pixel DM, and the refined set of every GAN seed."""
         data, teacher, cells, k = ds["data"], ds["teacher"], ds["cells"], ds["d"] / f"ipc{ipc}"
         for method in ("random", "kcenter", "herding"):
-            out = self.stage("select", k / f"select-{method}", {"dataset": data, "teacher": teacher},
-                             [f"method={method}", f"ipc={ipc}"])
+            out = self.real_subset(ds, ipc, method)
             self.record(cells, ipc, method, "-", self.evaluate(data, out, method, ipc))
-        dm = self.stage("refine", k / "dm-pixel", {"dataset": data, "synthetic": k / "select-random"},
-                        ["space=pixel"] + _ov(self.preset.get("refine_pixel")))
+        dm = self.pixel_dm(data, k / "select-random", k / "dm-pixel")
         self.record(cells, ipc, "dm-pixel", "-", self.evaluate(data, dm, "dm-pixel", ipc))
         for seed in self.preset["gan_seeds"]:
             self.refined_row(cells, data, teacher, k, ipc, seed, "gan", self.gan(ds, seed))
@@ -155,14 +163,11 @@ class Runner:
         """Pixel DM (the same steps as `dm-pixel`) from a better start than a random subset: the herding subset,
         and each seed's refined generator set. Does the generator's set still add something once pixels move?"""
         data, teacher, cells, k = ds["data"], ds["teacher"], ds["cells"], ds["d"] / f"ipc{ipc}"
-        pixel = ["space=pixel"] + _ov(self.preset.get("refine_pixel"))
-        herd = self.stage("select", k / "select-herding", {"dataset": data, "teacher": teacher},
-                          ["method=herding", f"ipc={ipc}"])
-        out = self.stage("refine", k / "dm-pixel-herding", {"dataset": data, "synthetic": herd}, pixel)
+        out = self.pixel_dm(data, self.real_subset(ds, ipc, "herding"), k / "dm-pixel-herding")
         self.record(cells, ipc, "herding+dm-pixel", "-", self.evaluate(data, out, "herding+dm-pixel", ipc))
         for seed in self.preset["gan_seeds"]:
             ref = self.refined_row(cells, data, teacher, k, ipc, seed, "gan", self.gan(ds, seed))
-            out = self.stage("refine", k / f"seed{seed}" / "dm-pixel-gan", {"dataset": data, "synthetic": ref}, pixel)
+            out = self.pixel_dm(data, ref, k / f"seed{seed}" / "dm-pixel-gan")
             self.record(cells, ipc, "gan+refine+dm-pixel", str(seed),
                         self.evaluate(data, out, "gan+refine+dm-pixel", ipc))
 

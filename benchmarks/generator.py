@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--datasets", nargs="*", help="run only these of the preset's datasets (earlier results stay)")
+    ap.add_argument("--datasets", type=lambda text: text.split(","),
+                    help="comma-separated: run only these of the preset's datasets (earlier results stay)")
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/results.md")
     args = ap.parse_args(argv)
