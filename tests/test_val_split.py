@@ -140,3 +140,38 @@ def test_default_load_leaves_val_out(npz, tmp_path):
     full = load_dataset(tmp_path / "d", splits=("train", "val", "test"))
     assert len(full.train) + len(full.val) == PER_CLASS * CLASSES and len(full.test) == TEST_PER_CLASS * CLASSES
     assert json.loads((tmp_path / "d" / "manifest.json").read_text())["dataset"]["counts"]["val"] == 2 * CLASSES
+
+
+def test_train_per_class_caps_train_after_val_deterministically(npz, tmp_path):
+    manifest = ingest(npz, tmp_path / "d", "val_per_class=3", "train_per_class=2")
+    art = load_dataset(tmp_path / "d", splits=("train", "val", "test"))
+    train_ids, val_ids = source_ids(art.train), source_ids(art.val)
+    source_labels = np.arange(PER_CLASS * CLASSES) % CLASSES
+    # val is the uncapped run's (the cap draws from what val left), train a class-balanced part of the rest
+    uncapped = ingest(npz, tmp_path / "u", "val_per_class=3")
+    assert val_ids == source_ids(load_dataset(tmp_path / "u", splits=("val",)).val)
+    rest = set(source_ids(load_dataset(tmp_path / "u").train))
+    assert set(train_ids) < rest and not set(train_ids) & set(val_ids)
+    assert art.train.class_counts() == [2] * CLASSES and train_ids == sorted(train_ids)
+    assert art.train.labels.tolist() == source_labels[train_ids].tolist()
+    assert len(art.test) == TEST_PER_CLASS * CLASSES          # test is never capped
+    info = manifest["dataset"]
+    assert info["train_per_class"] == 2 and info["counts"]["train"] == 2 * CLASSES
+    expected = hashlib.sha256(np.array(train_ids, dtype="<i8").tobytes()).hexdigest()
+    assert info["train_source_indices_sha256"] == expected
+    assert "train_source_indices_sha256" not in uncapped["dataset"]
+    # mean/std are the kept images' own; the same params give the same bytes
+    mean, _ = art.train.mean_std()
+    assert info["mean"] == [round(m, 6) for m in mean]
+    again = ingest(npz, tmp_path / "again", "val_per_class=3", "train_per_class=2")
+    assert shard_hashes(again) == shard_hashes(manifest)
+    # a cap above a class's size keeps the class whole
+    whole = ingest(npz, tmp_path / "w", "val_per_class=3", f"train_per_class={PER_CLASS}")
+    assert whole["dataset"]["counts"]["train"] == (PER_CLASS - 3) * CLASSES
+
+
+def test_train_per_class_zero_is_refused_naming_the_key(npz, tmp_path):
+    with pytest.raises(SkddError) as err:
+        ingest(npz, tmp_path / "d", "train_per_class=0")
+    assert "train_per_class" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "d" / "manifest.json").exists()

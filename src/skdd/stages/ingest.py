@@ -14,6 +14,10 @@ data into `val/` (drawn with a private generator seeded by `val_seed`, so the sa
 give the same bytes), for later stages to choose checkpoints and measure classifiers without touching
 `test/`. No stage trains on it. The rest stays in `train/` in source order; `val/` is class-major in
 ascending source index; the manifest records the sha256 of the sorted held-out source indices.
+
+`train_per_class` caps what stays in `train/` (a class-balanced draw, same seed): the smoke profile and the
+tests that run whole pipelines use it, because a teacher's pass over 60 000 images is most of their time.
+The manifest then records the sha256 of the kept source indices as well.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ class IngestParams:
     val_per_class: int = param(500, ge=0, help="training images per class held out into val/ (never trained on; "
                                                "for checkpoint/hyper-parameter choice and probes); 0: no val split")
     val_seed: int = param(0, ge=0, help="seed of the val split's draw (a private generator)")
+    train_per_class: int | None = param(None, ge=1, help="keep at most this many training images per class, "
+                                                         "drawn with val_seed after val is held out (smoke runs "
+                                                         "and quick looks); null: all")
 
 
 def effective_params(params: IngestParams) -> IngestParams:
@@ -100,6 +107,24 @@ def split_val(train: ImageDataset, per_class: int, seed: int) -> tuple[ImageData
     return rest, val, np.sort(val_idx.numpy()).astype(np.int64)
 
 
+def cap_train(train: ImageDataset, per_class: int | None, seed: int) -> tuple[ImageDataset, np.ndarray | None]:
+    """At most `per_class` images of every class of `train`, kept in source order: (the subset, positions kept
+    in `train`, int64) or (train, None) when there is no cap. A fresh generator seeded with `seed` draws them,
+    so the subset depends only on the source and params."""
+    if per_class is None:
+        return train, None
+    labels = train.labels.detach().to("cpu", torch.int64)
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in range(train.num_classes):
+        members = torch.nonzero(labels == c).flatten()
+        picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    kept = torch.sort(torch.cat(picked)).values
+    subset = ImageDataset(train.images[kept.to(train.images.device)], train.labels[kept.to(train.labels.device)],
+                          list(train.classes))
+    return subset, kept.numpy().astype(np.int64)
+
+
 def run(params: IngestParams, inputs: dict[str, str], output: str) -> dict:
     params = effective_params(params)
     location = params.location
@@ -110,6 +135,7 @@ def run(params: IngestParams, inputs: dict[str, str], output: str) -> dict:
     if splits.test is not None and splits.test.shape != splits.train.shape:
         raise SkddError(f"{location}: test images {splits.test.shape} differ from train images {splits.train.shape}")
     train, val, val_indices = split_val(splits.train, params.val_per_class, params.val_seed)
+    train, kept = cap_train(train, params.train_per_class, params.val_seed)
     with storage.staged_output(output) as stage:
         for name in ("train", "val", "test"):
             folder = stage / name
@@ -130,7 +156,11 @@ def run(params: IngestParams, inputs: dict[str, str], output: str) -> dict:
         info = {"name": params.name, "classes": list(train.classes), "shape": list(train.shape),
                 "num_classes": train.num_classes, "counts": counts, "class_counts": class_counts,
                 "mean": [round(m, 6) for m in mean], "std": [round(s, 6) for s in std],
-                "val_per_class": params.val_per_class, "val_seed": params.val_seed}
+                "val_per_class": params.val_per_class, "val_seed": params.val_seed,
+                "train_per_class": params.train_per_class}
+        if kept is not None:             # which source images train sees, for an auditor (source index order)
+            rest = np.setdiff1d(np.arange(len(splits.train), dtype=np.int64), val_indices)
+            info["train_source_indices_sha256"] = hashlib.sha256(rest[kept].astype("<i8").tobytes()).hexdigest()
         if val is not None:
             info["val_source_indices_sha256"] = hashlib.sha256(val_indices.astype("<i8").tobytes()).hexdigest()
         sources = [{"path": recorded, "bytes": local.stat().st_size, "sha256": lineage.sha256_file(local)}
