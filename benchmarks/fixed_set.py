@@ -53,6 +53,7 @@ GAN_ROWS = ["gan", "gan+confidence", "gan+coverage", "gan+confidence+coverage", 
             "gan+refine+dm-pixel"]
 DISTILL_ROWS = ["gan-only+refine", "skd+refine"]
 REAL_ROWS = ["random", "kcenter", "herding", "dm-pixel", "herding+dm-pixel"]
+PAIRED = [("skd+refine", "gan-only+refine"), ("gan-only+refine", "gan+refine")]   # (row, control) per seed
 PHASES = ("headline", "polish", "ablation", "cross_arch", "distilled")     # Runner methods, in order of importance
 
 
@@ -225,6 +226,26 @@ def summarise(row: dict, arch: str = "convnet3") -> dict:
             "n": len(vals), "over": "GAN seeds", "per_seed": per_seed}
 
 
+def paired(row: dict, control: dict) -> dict | None:
+    """Mean ± std over seeds of (row − control) on the same GAN seed; None without a common seed."""
+    a, b = summarise(row)["per_seed"], summarise(control)["per_seed"]
+    diffs = [a[s] - b[s] for s in a if s in b]
+    if not diffs:
+        return None
+    return {"mean": statistics.fmean(diffs), "std": statistics.pstdev(diffs) if len(diffs) > 1 else 0.0,
+            "n": len(diffs), "per_seed": diffs}
+
+
+def verdict(d: dict | None) -> str:
+    """'no effect' when the paired difference is within its spread over seeds (or has one seed), as the
+    project's rule for comparisons says; else the sign."""
+    if d is None:
+        return "—"
+    if d["n"] < 2 or abs(d["mean"]) <= d["std"]:
+        return "no effect"
+    return "better" if d["mean"] > 0 else "worse"
+
+
 def render(results: dict, preset: dict, command: str) -> str:
     name = preset["name"]
     lines = [f"<!-- fixed-set:{name} begin -->", f"## Preset `{name}`: fixed sets against real subsets", "",
@@ -258,6 +279,13 @@ def render(results: dict, preset: dict, command: str) -> str:
                     delta = f"; Δ random {s['mean'] - summarise(cells[i]['random'])['mean']:+.1f}"
                 vals.append(f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']} {s['over']}{delta}){seeds}")
             lines.append(f"| {rname} | " + " | ".join(vals) + " |")
+        lines.append("")
+        for row, control in PAIRED:
+            for i in ipcs:
+                if row in cells[i] and control in cells[i] and (d := paired(cells[i][row], cells[i][control])):
+                    lines.append(f"- IPC {i}, {row} against {control} on the same GAN seed: {d['mean']:+.1f} ± "
+                                 f"{d['std']:.1f} (" + " / ".join(f"{v:+.1f}" for v in d["per_seed"]) +
+                                 f"): {verdict(d)}")
         lines.append("")
         for ipc, rows in (cells.get("cross_arch") or {}).items():
             archs = list(next(iter(rows.values())))

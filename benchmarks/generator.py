@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from fixed_set import Runner, _ov, run_and_save, summarise, write_section
+from fixed_set import Runner, _ov, paired, run_and_save, summarise, verdict, write_section
 
 
 class GeneratorRunner(Runner):
@@ -84,26 +84,6 @@ class GeneratorRunner(Runner):
                     gan = self.stage("distill", folder / "gan", {**inputs, "gan": self.recipe_gan(ds, base, seed)},
                                      _ov(overrides) + [f"seed={seed}"])
                     self.own_set(ds, f"{base} → {mode}", folder, gan, seed)
-
-
-def paired(row: dict, control: dict) -> dict | None:
-    """Mean ± std over seeds of (row − control) on the same GAN seed; None without a common seed."""
-    a, b = summarise(row)["per_seed"], summarise(control)["per_seed"]
-    diffs = [a[s] - b[s] for s in a if s in b]
-    if not diffs:
-        return None
-    return {"mean": statistics.fmean(diffs), "std": statistics.pstdev(diffs) if len(diffs) > 1 else 0.0,
-            "n": len(diffs), "per_seed": diffs}
-
-
-def verdict(d: dict | None) -> str:
-    """'no effect' when the paired difference is within its spread over seeds (or has one seed), as the
-    project's rule for comparisons says; else the sign."""
-    if d is None:
-        return "—"
-    if d["n"] < 2 or abs(d["mean"]) <= d["std"]:
-        return "no effect"
-    return "better" if d["mean"] > 0 else "worse"
 
 
 def render(results: dict, preset: dict, command: str) -> str:

@@ -75,6 +75,22 @@ def test_eval_speed_tiny():
     assert result["same_accuracy"] is True
 
 
+def test_paired_difference_and_verdict_by_hand():
+    sys.path.insert(0, str(BENCHMARKS))
+    from fixed_set import paired, verdict
+
+    def row(**per_seed):
+        return {"seeds": {s: {"convnet3": accs} for s, accs in per_seed.items()}}
+
+    # per-seed means 91, 80 (row) against 90, 82 (control); seed "3" has no control and is left out
+    d = paired(row(a=[90.0, 92.0], b=[80.0], c=[50.0]), row(a=[90.0], b=[82.0]))
+    assert d["per_seed"] == [1.0, -2.0] and d["mean"] == -0.5 and d["std"] == 1.5 and d["n"] == 2
+    assert verdict(d) == "no effect"                                    # |−0.5| ≤ 1.5
+    assert verdict(paired(row(a=[95.0], b=[96.0]), row(a=[90.0], b=[90.0]))) == "better"   # +5.5 ± 0.5
+    assert verdict(paired(row(a=[85.0]), row(a=[90.0]))) == "no effect"                     # one seed only
+    assert paired(row(a=[1.0]), row(b=[1.0])) is None and verdict(None) == "—"
+
+
 def test_fixed_set_benchmark_smoke(tmp_path):
     import yaml
 
@@ -98,6 +114,7 @@ def test_fixed_set_benchmark_smoke(tmp_path):
     assert set(cross) == {"random", "dm-pixel", "gan+refine"}
     assert all(set(accs) == {"convnet3", "alexnet"} and len(accs["alexnet"]) == 2 for accs in cross.values())
     assert "Cross-architecture, IPC 2" in stdout
+    assert "- IPC 2, skd+refine against gan-only+refine on the same GAN seed: " in stdout
     # a second run reuses every stage (nothing re-runs) and reports the same numbers
     again = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
     assert "fixed-set: " not in again and json.loads((tmp_path / "work" / "results.json").read_text())["datasets"] \
