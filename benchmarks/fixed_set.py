@@ -280,13 +280,13 @@ def render(results: dict, preset: dict, command: str) -> str:
                 vals.append(f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']} {s['over']}{delta}){seeds}")
             lines.append(f"| {rname} | " + " | ".join(vals) + " |")
         lines.append("")
-        for row, control in PAIRED:
-            for i in ipcs:
-                if row in cells[i] and control in cells[i] and (d := paired(cells[i][row], cells[i][control])):
-                    lines.append(f"- IPC {i}, {row} against {control} on the same GAN seed: {d['mean']:+.1f} ± "
-                                 f"{d['std']:.1f} (" + " / ".join(f"{v:+.1f}" for v in d["per_seed"]) +
-                                 f"): {verdict(d)}")
-        lines.append("")
+        pairs = [(i, row, control, d) for row, control in PAIRED for i in ipcs
+                 if row in cells[i] and control in cells[i] and (d := paired(cells[i][row], cells[i][control]))]
+        for i, row, control, d in pairs:
+            lines.append(f"- IPC {i}, {row} against {control} on the same GAN seed: {d['mean']:+.1f} ± "
+                         f"{d['std']:.1f} (" + " / ".join(f"{v:+.1f}" for v in d["per_seed"]) + f"): {verdict(d)}")
+        if pairs:
+            lines.append("")
         for ipc, rows in (cells.get("cross_arch") or {}).items():
             archs = list(next(iter(rows.values())))
             lines.append(f"Cross-architecture, IPC {ipc} (generator rows: the first GAN seed only), mean ± std over "
