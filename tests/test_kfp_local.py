@@ -80,8 +80,8 @@ def test_pipeline_under_kfp_local_matches_dvc_repro(tmp_path, monkeypatch, smoke
     # every parent: the same params as its dvc counterpart, and the same data counts
     parents = {r["name"]: read(Path(r["uri"]) / "manifest.json") for r in ours["inputs"]}
     ref_parents = {r["name"]: read(snapshot / Path(r["uri"]).name / "manifest.json") for r in ref["inputs"]}
-    assert parents["dataset"]["metrics"] == ref_parents["dataset"]["metrics"] == {
-        "counts": {"train": 59980, "val": 20, "test": 10000}}
+    assert parents["dataset"]["metrics"] == ref_parents["dataset"]["metrics"] == {   # smoke: 100 per class
+        "counts": {"train": 1000, "val": 20, "test": 10000}}
     assert parents["dataset"]["params"] == ref_parents["dataset"]["params"]
     assert parents["synthetic"]["params"] == ref_parents["synthetic"]["params"]
     assert parents["synthetic"]["stage"] == "refine"          # evaluate reads the refined set, as in dvc.yaml
