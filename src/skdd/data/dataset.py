@@ -77,6 +77,11 @@ class ImageDataset:
         """The same dataset with its tensors on `device` (no copy if already there)."""
         return ImageDataset(self.images.to(device), self.labels.to(device), list(self.classes))
 
+    def subset(self, index: torch.Tensor) -> ImageDataset:
+        """The images (and labels) at `index`, an index or mask tensor on any device, as a dataset of their own."""
+        return ImageDataset(self.images[index.to(self.images.device)].contiguous(),
+                            self.labels[index.to(self.labels.device)].contiguous(), list(self.classes))
+
     def mean_std(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and population std on the [0, 1] scale, exact to float64 rounding.
 

@@ -80,49 +80,42 @@ def read_any(kind: str, location: str, name: str) -> tuple:
     return splits, [(str(Path(f)), Path(f)) for f in files]
 
 
+def draw_per_class(labels: torch.Tensor, num_classes: int, per_class: int, seed: int) -> list[torch.Tensor]:
+    """For every class, at most `per_class` of its positions in `labels`, drawn by a fresh generator seeded with
+    `seed` (so the draw depends only on the labels and params, never on the global RNG)."""
+    labels = labels.detach().to("cpu", torch.int64)
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in range(num_classes):
+        members = torch.nonzero(labels == c).flatten()   # ascending source index
+        picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return picked
+
+
 def split_val(train: ImageDataset, per_class: int, seed: int) -> tuple[ImageDataset, ImageDataset | None, np.ndarray]:
     """Hold `per_class` images of every class out of `train`: (rest of train in source order, val class-major in
     ascending source index or None when per_class is 0, the held-out source indices sorted as int64)."""
     if per_class == 0:
         return train, None, np.zeros(0, dtype=np.int64)
-    labels = train.labels.detach().to("cpu", torch.int64)
     counts = train.class_counts()
     for c, n in enumerate(counts):
         if n <= per_class:
             raise SkddError(f"ingest.val_per_class={per_class}: class {train.classes[c]!r} has only {n} training "
                             f"images, and at least one must stay in train (lower ingest.val_per_class, 0 for no val)")
-    generator = torch.Generator().manual_seed(seed)
-    picked = []
-    for c in range(train.num_classes):
-        members = torch.nonzero(labels == c).flatten()   # ascending source index
-        chosen = members[torch.randperm(len(members), generator=generator)[:per_class]]
-        picked.append(torch.sort(chosen).values)
-    val_idx = torch.cat(picked)
+    val_idx = torch.cat([torch.sort(chosen).values
+                         for chosen in draw_per_class(train.labels, train.num_classes, per_class, seed)])
     keep = torch.ones(len(train), dtype=torch.bool)
     keep[val_idx] = False
-    device = train.images.device
-    rest = ImageDataset(train.images[keep.to(device)], train.labels[keep.to(train.labels.device)], list(train.classes))
-    val = ImageDataset(train.images[val_idx.to(device)], train.labels[val_idx.to(train.labels.device)],
-                       list(train.classes))
-    return rest, val, np.sort(val_idx.numpy()).astype(np.int64)
+    return train.subset(keep), train.subset(val_idx), np.sort(val_idx.numpy()).astype(np.int64)
 
 
 def cap_train(train: ImageDataset, per_class: int | None, seed: int) -> tuple[ImageDataset, np.ndarray | None]:
     """At most `per_class` images of every class of `train`, kept in source order: (the subset, positions kept
-    in `train`, int64) or (train, None) when there is no cap. A fresh generator seeded with `seed` draws them,
-    so the subset depends only on the source and params."""
+    in `train`, int64) or (train, None) when there is no cap."""
     if per_class is None:
         return train, None
-    labels = train.labels.detach().to("cpu", torch.int64)
-    generator = torch.Generator().manual_seed(seed)
-    picked = []
-    for c in range(train.num_classes):
-        members = torch.nonzero(labels == c).flatten()
-        picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
-    kept = torch.sort(torch.cat(picked)).values
-    subset = ImageDataset(train.images[kept.to(train.images.device)], train.labels[kept.to(train.labels.device)],
-                          list(train.classes))
-    return subset, kept.numpy().astype(np.int64)
+    kept = torch.sort(torch.cat(draw_per_class(train.labels, train.num_classes, per_class, seed))).values
+    return train.subset(kept), kept.numpy().astype(np.int64)
 
 
 def run(params: IngestParams, inputs: dict[str, str], output: str) -> dict:

@@ -128,8 +128,7 @@ def run(params: SampleParams, inputs: dict[str, str], output: str) -> dict:
         own = probs.gather(1, candidates.labels.to(probs.device).unsqueeze(1)).squeeze(1)
     keep = select_candidates(params.selection, feats, own, candidates.labels, params.ipc,
                              quantile=params.confidence_quantile, iters=params.kmeans_iters).cpu()
-    ds = ImageDataset(images=candidates.images[keep].contiguous(), labels=candidates.labels[keep].contiguous(),
-                      classes=list(spec.classes))
+    ds = candidates.subset(keep)
     scores = None if own is None else [round(float(s), 6) for s in own.cpu()[keep]]
     with storage.staged_output(output) as stage:
         write_shards(ds, stage / "train", split="train")

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from skdd import lineage, storage
 from skdd.config import as_dict, param, params_hash
-from skdd.data.dataset import ImageDataset
 from skdd.data.parquet import write_shards
 from skdd.device import DEVICES, resolve_device, seed_everything
 from skdd.errors import SkddError
@@ -61,8 +60,7 @@ def run(params: SelectParams, inputs: dict[str, str], output: str) -> dict:
         records.append(lineage.input_record("teacher", inputs["teacher"], teacher.path))
     idx = select_per_class(params.method, features, train.labels, params.ipc, params.seed,
                            classes=train.classes).cpu()
-    subset = ImageDataset(images=train.images[idx].contiguous(), labels=train.labels[idx].contiguous(),
-                          classes=list(train.classes))
+    subset = train.subset(idx)
     with storage.staged_output(output) as stage:
         write_shards(subset, stage / "train", split="train")
         save_grid(subset, params.ipc, stage / "grid.png")
