@@ -27,8 +27,9 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def new_project(repo: Path, **env_extra: str) -> dict:
-    """A git repo holding what a user's clone holds (dvc.yaml, .dvc/, src/, the smoke profile as params.yaml)."""
+def new_project(repo: Path, params: Path = ROOT / "params" / "smoke.yaml", **env_extra: str) -> dict:
+    """A git repo holding what a user's clone holds (dvc.yaml, .dvc/, src/, `params` (default: the smoke profile)
+    as params.yaml)."""
     if not MNIST.is_dir():
         pytest.skip("../shared/datasets/mnist not present")
     if not (BIN / "dvc").exists():
@@ -37,7 +38,7 @@ def new_project(repo: Path, **env_extra: str) -> dict:
         shutil.copy(ROOT / name, repo / name)
     shutil.copytree(ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local"))
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "params" / "smoke.yaml", repo / "params.yaml")
+    shutil.copy(params, repo / "params.yaml")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SKDD_DATA_LOCATION": str(MNIST),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
            **env_extra}

