@@ -91,6 +91,32 @@ def test_paired_difference_and_verdict_by_hand():
     assert paired(row(a=[1.0]), row(b=[1.0])) is None and verdict(None) == "—"
 
 
+@pytest.mark.parametrize("name", ["cpu-fixed-set", "cpu-cifar10", "fixed-set-smoke"])
+def test_fixed_set_presets_validate_before_hours_of_compute(name):
+    """A typo in a long preset would surface hours in, at the stage it reaches: each stage section, over its
+    base file, must validate now, and every offline dataset must be one the offline copies know."""
+    import yaml
+
+    from skdd.config import load_stage_params
+    from skdd.data.offline import COPIES
+    from skdd.stages.registry import STAGES
+
+    sys.path.insert(0, str(BENCHMARKS))
+    from fixed_set import _ov
+
+    preset = yaml.safe_load((BENCHMARKS / "presets" / f"{name}.yaml").read_text())
+    base = BENCHMARKS.parent / preset["base"]
+    for stage in ("teacher", "pretrain", "refine", "evaluate", "distill"):
+        load_stage_params(STAGES[stage].params_class(), stage, base, _ov(preset.get(stage)))
+    for stage in ("sample", "select"):                 # the runner sets ipc per cell
+        for ipc in preset["ipc"]:
+            load_stage_params(STAGES[stage].params_class(), stage, base, _ov(preset.get(stage)) + [f"ipc={ipc}"])
+    load_stage_params(STAGES["refine"].params_class(), "refine", base, ["space=pixel"] + _ov(preset.get("refine_pixel")))
+    for dataset, where in preset["datasets"].items():
+        assert (where or {}).get("source", "offline") != "offline" or dataset in COPIES, dataset
+    assert preset["gan_seeds"] and preset["ipc"]
+
+
 def test_fixed_set_benchmark_smoke(tmp_path):
     import yaml
 

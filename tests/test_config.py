@@ -97,3 +97,14 @@ def test_non_finite_floats_are_refused_naming_the_key(tmp_path, raw):
         load_stage_params(PretrainParams, "pretrain", path)
     with pytest.raises(SkddError, match=r"pretrain\.gp_weight: must be a finite number"):
         load_stage_params(PretrainParams, "pretrain", None, [f"gp_weight={raw}"])
+
+
+def test_cifar10_cpu_profile_is_the_default_profile_on_cifar10():
+    """params/cifar10-cpu.yaml promises the default profile with only the dataset changed: a default that moves
+    without it (or an edit to it alone) fails here, not in a CIFAR-10 figure that silently measured other settings."""
+    import yaml
+
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cifar = yaml.safe_load((ROOT / "params" / "cifar10-cpu.yaml").read_text())
+    assert cifar["ingest"].pop("name") == "cifar10" and default["ingest"].pop("name") == "mnist"
+    assert cifar == default
