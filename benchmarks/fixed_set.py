@@ -288,18 +288,35 @@ def render(results: dict, preset: dict, command: str) -> str:
         if pairs:
             lines.append("")
         for ipc, rows in (cells.get("cross_arch") or {}).items():
-            archs = list(next(iter(rows.values())))
-            lines.append(f"Cross-architecture, IPC {ipc} (generator rows: the first GAN seed only), mean ± std over "
-                         "trials:")
-            lines.append("")
-            lines.append("| row | " + " | ".join(archs) + " |")
-            lines.append("|---|" + "---:|" * len(archs))
-            for rname, accs in rows.items():
-                lines.append(f"| {rname} | " + " | ".join(
-                    f"{statistics.fmean(accs[a]):.1f} ± {statistics.pstdev(accs[a]):.1f}" for a in archs) + " |")
-            lines.append("")
+            lines += cross_arch_table(ds, int(ipc), rows)
     lines.append(f"<!-- fixed-set:{name} end -->")
     return "\n".join(lines) + "\n"
+
+
+def cross_arch_table(dataset: str, ipc: int, rows: dict) -> list[str]:
+    """The paper's Table 2 layout (one row per set, one column per architecture) plus the spread across
+    architectures (best minus worst mean): a set that only suits ConvNet3 shows a wide spread. On CIFAR-10 at
+    IPC 10 the paper's own rows follow, as reported (its protocol: fresh samples, best test checkpoint)."""
+    from paper_tables import PAPER
+
+    archs = list(next(iter(rows.values())))
+    lines = [f"Cross-architecture, IPC {ipc} (generator rows: the first GAN seed only), mean ± std over trials; "
+             "spread: best minus worst architecture's mean:", "",
+             "| row | " + " | ".join(archs) + " | spread |", "|---|" + "---:|" * (len(archs) + 1)]
+    for rname, accs in rows.items():
+        means = [statistics.fmean(accs[a]) for a in archs]
+        lines.append(f"| {rname} | " + " | ".join(
+            f"{m:.1f} ± {statistics.pstdev(accs[a]):.1f}" for m, a in zip(means, archs))
+            + f" | {max(means) - min(means):.1f} |")
+    if dataset == "cifar10" and ipc == 10:
+        for method in ("skd", "dim-mse"):
+            paper = PAPER["table2"][method]
+            if all(a in paper for a in archs):
+                vals = [paper[a][0] for a in archs]
+                lines.append(f"| paper: {method} (reported) | " + " | ".join(
+                    f"{paper[a][0]:.1f} ± {paper[a][1]:.1f}" for a in archs) + f" | {max(vals) - min(vals):.1f} |")
+    lines.append("")
+    return lines
 
 
 def write_section(text: str, name: str, kind: str = "fixed-set") -> None:

@@ -91,6 +91,20 @@ def test_paired_difference_and_verdict_by_hand():
     assert paired(row(a=[1.0]), row(b=[1.0])) is None and verdict(None) == "—"
 
 
+def test_cross_architecture_table_spread_and_paper_rows_by_hand():
+    sys.path.insert(0, str(BENCHMARKS))
+    from fixed_set import cross_arch_table
+
+    rows = {"random": {"convnet3": [26.0, 28.0], "resnet18": [20.0, 20.0]},
+            "gan+refine": {"convnet3": [40.0, 40.0], "resnet18": [38.5, 39.5]}}
+    lines = cross_arch_table("cifar10", 10, rows)
+    assert "| random | 27.0 ± 1.0 | 20.0 ± 0.0 | 7.0 |" in lines          # spread 27 - 20
+    assert "| gan+refine | 40.0 ± 0.0 | 39.0 ± 0.5 | 1.0 |" in lines
+    assert "| paper: skd (reported) | 68.2 ± 0.4 | 69.9 ± 0.3 | 1.7 |" in lines   # the paper's Table 2
+    assert not any("paper" in line for line in cross_arch_table("mnist", 10, rows))  # Table 2 is CIFAR-10 only
+    assert not any("paper" in line for line in cross_arch_table("cifar10", 1, rows))
+
+
 @pytest.mark.parametrize("name", ["cpu-fixed-set", "cpu-cifar10", "fixed-set-smoke"])
 def test_fixed_set_presets_validate_before_hours_of_compute(name):
     """A typo in a long preset would surface hours in, at the stage it reaches: each stage section, over its
