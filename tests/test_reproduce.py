@@ -80,7 +80,7 @@ def test_paper_numbers():
 
 
 # ------------------------------------------------------------------------------------------- presets
-@pytest.mark.parametrize("name", ["smoke", "cpu-budget", "gpu-short", "gpu-mnist"])
+@pytest.mark.parametrize("name", ["smoke", "cpu-budget", "gpu-short", "gpu-mnist", "gpu-cifar10"])
 def test_presets_plan_with_valid_params(name, tmp_path):
     args = reproduce._parser().parse_args(["--preset", str(PRESETS / f"{name}.yaml"), "--work", str(tmp_path)])
     runner = reproduce.build(args)
