@@ -85,6 +85,7 @@ def test_pool_and_distill_from_trajectories_resume_bit_identical_after_sigkill(a
     ref, out = tmp_path / "pool_ref", tmp_path / "pool_killed"
     run_cli(skdd_cmd("pool", ref, {"dataset": art["data"]}, pool))
     kill_after_checkpoint(skdd_cmd("pool", out, {"dataset": art["data"]}, pool), out, min_step=44)
+    (staging_dir(out) / SNAPSHOT_DIR / ".tmpF6Sbj5").write_bytes(b"")   # a save_file the kill cut short
     assert "resuming from step" in run_cli(skdd_cmd("pool", out, {"dataset": art["data"]}, pool)).stdout
     assert file_hashes(out) == file_hashes(ref)
     # resumed where the snapshots are gone (a new pod, checkpoints from S3): it starts fresh, same bytes in the end

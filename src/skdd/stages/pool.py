@@ -137,6 +137,18 @@ def _snapshots_present(folder: Path, params: PoolParams, snapshot_steps: list[in
     return True
 
 
+def _remove_strays(folder: Path, expected: set[str]) -> None:
+    """Delete what a killed run left half-written (safetensors writes through a `.tmpXXXX` file and renames it):
+    left in place it would be published, and hashed into the manifest, as part of the artifact."""
+    for entry in folder.iterdir():
+        if entry.name in expected:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def run(params: PoolParams, inputs: dict[str, str], output: str) -> dict:
     device = resolve_device(params.device)
     seed_everything(params.seed, device)
@@ -163,6 +175,7 @@ def run(params: PoolParams, inputs: dict[str, str], output: str) -> dict:
         if latest is None:   # no run to resume: snapshots left by another run are not ours
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(exist_ok=True)
+        _remove_strays(folder, {snapshot_name(a, t) for a in params.archs for t in snapshot_steps})
         recorder = TrajectoryRecorder(params, train, spec, device, folder)
         curves, elapsed = run_steps(recorder, name="pool", ckpts=ckpts, steps=params.steps * len(params.archs),
                                     log_every=params.log_every, checkpoint_every=params.checkpoint_every,
