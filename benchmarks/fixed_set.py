@@ -37,7 +37,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -334,6 +333,7 @@ def run_and_save(runner: Runner, run, results: dict, results_path: Path, name: s
     """`run()`, writing `results` (the runner's cells and wall times, the device, commit and command) to
     `results_path` after every evaluation, so a stopped run still reports every finished row."""
     import torch
+    from reproduce import device_name   # the CPU's model name: 2-core machines here differ by 2x in speed
 
     t0 = time.perf_counter()
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
@@ -342,8 +342,7 @@ def run_and_save(runner: Runner, run, results: dict, results_path: Path, name: s
     def save() -> None:
         results.update({"preset": name, "datasets": runner.datasets, "wall_seconds": runner.wall,
                         "wall_minutes": (time.perf_counter() - t0) / 60, "torch": torch.__version__,
-                        "device": f"cpu: {platform.processor() or platform.machine()} "
-                                  f"({torch.get_num_threads()} threads)",
+                        "device": device_name("cuda" if torch.cuda.is_available() else "cpu"),
                         "commit": commit, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                         "command": command})
         results_path.write_text(json.dumps(results, indent=2) + "\n")
