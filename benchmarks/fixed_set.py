@@ -296,7 +296,7 @@ def cross_arch_table(dataset: str, ipc: int, rows: dict) -> list[str]:
     """The paper's Table 2 layout (one row per set, one column per architecture) plus the spread across
     architectures (best minus worst mean): a set that only suits ConvNet3 shows a wide spread. On CIFAR-10 at
     IPC 10 the paper's own rows follow, as reported (its protocol: fresh samples, best test checkpoint)."""
-    from paper_tables import PAPER
+    from skdd.reproduce.paper import PAPER
 
     archs = list(next(iter(rows.values())))
     lines = [f"Cross-architecture, IPC {ipc} (generator rows: the first GAN seed only), mean ± std over trials; "

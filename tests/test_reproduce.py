@@ -30,8 +30,7 @@ _spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
 reproduce = importlib.util.module_from_spec(_spec)
 sys.modules["reproduce"] = reproduce
 _spec.loader.exec_module(reproduce)
-import paper_tables  # noqa: E402 - siblings of reproduce.py, on sys.path once it is loaded
-import results_md  # noqa: E402
+from skdd.reproduce import page as results_md, paper as paper_tables  # noqa: E402 - the planner and page reproduce.py reads
 
 
 # ------------------------------------------------------------------------------------------- wording and markdown

@@ -1,4 +1,4 @@
-"""The paper's numbers and the names and labels the results pages use (shared by reproduce.py and results_md.py)."""
+"""The paper's numbers and the names and labels the results pages use (the reproduction matrix and its page)."""
 
 # ----------------------------------------------------------------------------------------------- the paper
 # Every number of the paper (Li et al., "Generative Dataset Distillation Based on Self-Knowledge Distillation",

@@ -1,4 +1,4 @@
-"""docs/results.md sections for benchmarks/reproduce.py: Table 1 layout, ordering check, λ sweep, what did not run."""
+"""docs/results.md sections of a reproduction run: Table 1 layout, ordering check, λ sweep, what did not run."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from paper_tables import CLAIMED_ORDER, METHOD_ROWS, PAPER, PROTOCOL_LABELS
+from skdd.reproduce.paper import CLAIMED_ORDER, METHOD_ROWS, PAPER, PROTOCOL_LABELS
 
 
 # ----------------------------------------------------------------------------------------------- markdown
