@@ -446,6 +446,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--results-json", type=Path, default=None)
     ap.add_argument("--estimate", action="store_true", help="print the cost-model estimate of the plan and exit")
     ap.add_argument("--plan", action="store_true", help="print the planned cells and stages and exit")
+    ap.add_argument("--engine", choices=("local", "kfp-local"), default="local",
+                    help="local: the stages in this process, one cell after another (default); kfp-local: the "
+                         "Kubeflow pipeline skdd-reproduce compiled from the preset, under kfp.local")
     return ap
 
 
@@ -467,6 +470,43 @@ def build(args: argparse.Namespace) -> Runner:
     runner.json_outs = list(args.json_out)
     runner.results_md = None if args.no_md else args.results_md
     return runner
+
+
+def run_kfp_local(runner: Runner, args: argparse.Namespace) -> int:
+    """The preset as the Kubeflow pipeline `skdd-reproduce` under kfp.local (each step a subprocess of this
+    environment): artifacts content-keyed under <work>/artifacts, kfp.local's files under <work>/kfp. Writes the
+    pipeline's results JSON and page where the in-process engine writes them."""
+    import warnings
+
+    from kfp import local
+    from pipelines.reproduce_pipeline import build_reproduce_pipeline, data_param, load_matrix
+    from pipelines.skdd_pipeline import PipelineOptions
+    from skdd.errors import SkddError, one_line
+    from skdd.image import default_image
+    from skdd.pipeline_local import ANSI_ESCAPE
+
+    data = {k: v for k, v in (item.partition("=")[::2] for item in args.data)}
+    matrix = load_matrix(runner.preset_path, REPO, data, command=runner.command + " --engine kfp-local")
+    work = runner.work
+    (work / "kfp").mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "kfp"))
+    options = PipelineOptions(image=default_image(), params_yaml="", retries=0)
+    locations = {data_param(k): d.location for k, d in runner.plan.datasets.items()}
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner")   # GPU requests
+            task = build_reproduce_pipeline(options, matrix)(artifact_root=str(work / "artifacts"), **locations)
+    except RuntimeError as exc:   # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+        raise SkddError(ANSI_ESCAPE.sub("", one_line(exc))) from None
+    results = json.loads(Path(task.outputs["results"].path).read_text())
+    _write_json(work / "results.json", results)
+    for target in args.json_out:
+        _write_json(target, results)
+    if not args.no_md:
+        write_section(args.results_md, results["preset"], render_section(results))
+    done = sum(1 for c in results["cells"] if c["status"] == "done")
+    print(f"reproduce: kfp-local; {done} of {len(results['cells'])} cells measured; {work / 'results.json'}")
+    return 0 if done == len(results["cells"]) else 1
 
 
 class _Terminated(KeyboardInterrupt):
@@ -517,6 +557,13 @@ def main(argv: list[str] | None = None) -> int:
     except PresetError as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 2
+
+    if args.engine == "kfp-local":
+        try:
+            return run_kfp_local(runner, args)
+        except SkddError as exc:
+            print(f"reproduce: error: {exc}", file=sys.stderr)
+            return 1
 
     def on_term(signum, frame):   # SIGTERM (timeout, kill): stop like Ctrl-C; stages resume from checkpoints
         raise _Terminated()

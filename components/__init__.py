@@ -18,12 +18,15 @@ import importlib
 from types import SimpleNamespace
 
 from components.fingerprint import fingerprint_source
+from components.reproduce import collect_evaluations, reproduce_results
 from skdd.stages.registry import STAGES
 
-# the source fingerprint (not a stage: it keys ingest's cache on the data), then one component per stage
+# the source fingerprint (not a stage: it keys ingest's cache on the data), one component per stage, and the
+# reproduction pipeline's fan-in (not stages either)
 FUNCTIONS = {"fingerprint_source": fingerprint_source, **{
     name: getattr(importlib.import_module(f"components.{name}"), name)
-    for name, spec in STAGES.items() if spec.component}}
+    for name, spec in STAGES.items() if spec.component},
+    "collect_evaluations": collect_evaluations, "reproduce_results": reproduce_results}
 
 
 def make_components(image: str) -> SimpleNamespace:

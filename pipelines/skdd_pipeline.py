@@ -113,9 +113,33 @@ def one_line_params(params_yaml: str) -> str:
                           allow_unicode=False).strip()
 
 
+def apply_platform(task, stage: str, options: PipelineOptions, cache: bool = True):
+    """What every task gets on a cluster: caching, retries, the image and run id in its environment, the S3
+    credentials from the Secret, and for GPU stages the accelerator, node selector and tolerations."""
+    from kfp import kubernetes
+
+    task.set_caching_options(cache)
+    if options.retries:
+        task.set_retry(num_retries=options.retries, backoff_duration=options.retry_backoff, backoff_factor=2.0)
+    task.set_env_variable("SKDD_IMAGE", options.image)
+    kubernetes.use_secret_as_env(task, secret_name=options.secret_name,
+                                 secret_key_to_env={key: key for key in SECRET_KEYS})
+    kubernetes.use_field_path_as_env(task, env_name="SKDD_RUN_ID", field_path=RUN_ID_FIELD)
+    if options.signing_secret:
+        kubernetes.use_secret_as_env(task, secret_name=options.signing_secret,
+                                     secret_key_to_env={SIGNING_KEY_ENV: SIGNING_KEY_ENV})
+    if stage in options.gpu_stages:
+        task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(options.gpu_count)
+        for label_key, label_value in options.node_selector:
+            kubernetes.add_node_selector(task, label_key=label_key, label_value=label_value)
+        for t in options.tolerations:
+            kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value, effect=t.effect)
+    return task
+
+
 def build_pipeline(options: PipelineOptions):
     """The pipeline function for these compile-time options (call it under kfp.local, or compile it)."""
-    from kfp import dsl, kubernetes
+    from kfp import dsl
     from kfp.dsl import Markdown
 
     from components import make_components
@@ -124,23 +148,7 @@ def build_pipeline(options: PipelineOptions):
     default_ipcs = list(options.ipc_list) or preset_ipcs(options.params_yaml)
 
     def platform(task, stage: str, cache: bool = True):
-        task.set_caching_options(cache)
-        if options.retries:
-            task.set_retry(num_retries=options.retries, backoff_duration=options.retry_backoff, backoff_factor=2.0)
-        task.set_env_variable("SKDD_IMAGE", options.image)
-        kubernetes.use_secret_as_env(task, secret_name=options.secret_name,
-                                     secret_key_to_env={key: key for key in SECRET_KEYS})
-        kubernetes.use_field_path_as_env(task, env_name="SKDD_RUN_ID", field_path=RUN_ID_FIELD)
-        if options.signing_secret:
-            kubernetes.use_secret_as_env(task, secret_name=options.signing_secret,
-                                         secret_key_to_env={SIGNING_KEY_ENV: SIGNING_KEY_ENV})
-        if stage in options.gpu_stages:
-            task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(options.gpu_count)
-            for label_key, label_value in options.node_selector:
-                kubernetes.add_node_selector(task, label_key=label_key, label_value=label_value)
-            for t in options.tolerations:
-                kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value, effect=t.effect)
-        return task
+        return apply_platform(task, stage, options, cache)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Generative dataset distillation with self-knowledge "
                   "distillation: ingest, teacher, pretrain, pool trajectories, distill (GPU), then per IPC sample "

@@ -485,6 +485,7 @@ def test_components_follow_the_stage_registry():
     from skdd.stages.registry import STAGES
 
     stages = {name for name, spec in STAGES.items() if spec.component}
-    assert {p.stem for p in (ROOT / "components").glob("*.py")} - {"__init__"} == stages | {"fingerprint"}
-    assert set(FUNCTIONS) == stages | {"fingerprint_source"} and set(PRESET_STAGES) == stages
+    assert {p.stem for p in (ROOT / "components").glob("*.py")} - {"__init__"} == stages | {"fingerprint", "reproduce"}
+    assert set(FUNCTIONS) == stages | {"fingerprint_source", "collect_evaluations", "reproduce_results"}
+    assert set(PRESET_STAGES) == stages
     assert all(FUNCTIONS[name].__name__ == name for name in stages)

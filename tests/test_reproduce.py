@@ -285,3 +285,41 @@ def test_max_minutes_zero_and_missing_copy_are_recorded(tiny_preset, tmp_path):
     assert not list(work.rglob("manifest.json"))
     text = md.read_text()
     assert "data copy not found" in text and "did not fit" in text and "0 of 24" in text
+
+
+# ------------------------------------------------------------------------------------------- on Kubeflow
+def _page_without_run_facts(results: dict) -> str:
+    """The page from its first table to the measured-cell list, without the distillation runs' table (artifact
+    paths and wall times differ between two runs of the same measurements)."""
+    text = results_md.render_section(results)
+    body = text[text.index("### Table 1 layout"):text.index("### Every measured cell")]
+    if "Every distillation run:" in body:
+        head, tail = body.split("Every distillation run:", 1)
+        body = head + tail[tail.index("\n\n", tail.index("|")):]
+    return body
+
+
+@pytest.mark.integration
+def test_kfp_local_pipeline_reproduces_the_same_results(full_run, tiny_preset, tmp_path, monkeypatch):
+    """The preset compiled to `skdd-reproduce` and run under kfp.local (`--engine kfp-local`): every planned
+    cell measured, with the same accuracies, λ and gradient ratios as the in-process run, and the same page."""
+    pytest.importorskip("kfp.kubernetes")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")    # the steps are subprocesses: bit-identical at equal threads
+    work, md = tmp_path / "work", tmp_path / "results.md"
+    assert _run(tiny_preset, work, md, "--engine", "kfp-local") == 0
+    ours, theirs = (json.loads((w / "results.json").read_text()) for w in (work, full_run[0]))
+    assert all(c["status"] == "done" for c in ours["cells"])
+    assert _accuracies(work) == _accuracies(full_run[0])
+    for field in ("method", "protocol", "ipc", "loss", "lambda", "lambda_multiplier", "grad_ratio_median", "epochs",
+                  "width", "data_copy", "trials", "mean", "std"):
+        assert {c["id"]: c.get(field) for c in ours["cells"]} == {c["id"]: c.get(field) for c in theirs["cells"]}, field
+    assert sorted((d["loss"], d["lambda"]) for d in ours["distills"]) == \
+        sorted((d["loss"], d["lambda"]) for d in theirs["distills"])
+    assert ours["command"].endswith("--engine kfp-local")
+    assert _page_without_run_facts(ours) == _page_without_run_facts(theirs)
+    assert "<!-- reproduce:smoke begin -->" in md.read_text()
+    # resubmitted: every artifact is found by its content key and reused, the numbers do not move
+    before = {p: p.stat().st_mtime_ns for p in (work / "artifacts").rglob("manifest.json")}
+    assert _run(tiny_preset, work, md, "--engine", "kfp-local") == 0
+    assert {p: p.stat().st_mtime_ns for p in (work / "artifacts").rglob("manifest.json")} == before
+    assert _accuracies(work) == _accuracies(full_run[0])

@@ -3,6 +3,7 @@
     skdd pipeline compile [--image REF] [--output FILE] [--params FILE] [--gpu-stages distill,refine,pretrain]
                           [--gpu-node-selector KEY=VALUE ...] [--gpu-toleration KEY[=VALUE]:EFFECT ...]
                           [--s3-secret NAME] [--signing-secret NAME] [--artifact-root URI]
+                          [--preset PRESET [--data DATASET=[SOURCE:]LOCATION ...]]
     skdd pipeline submit --host URL [--package FILE] [--experiment NAME] [--run-name NAME]
                          [--param KEY=VALUE ...] [--preset FILE] [--namespace NS] [--no-cache] [--dry-run]
     skdd pipeline run-local [--runner docker|subprocess] [--image REF] [--preset FILE] [--param KEY=VALUE ...]
@@ -10,6 +11,10 @@
 The pipeline and its components live at the top of the repository (`pipelines/`, `components/` beside `src/`)
 and are installed with skdd as packages of their own, so both commands work from an installed package. The
 committed `pipelines/skdd_pipeline.yaml` is `compile`'s output for the default image and flags (regenerate: `skdd pipeline compile --output pipelines/skdd_pipeline.yaml`).
+`compile --preset benchmarks/presets/<name>.yaml` compiles the preset's reproduction matrix instead, as the
+pipeline `skdd-reproduce` (pipelines/reproduce_pipeline.py; the shipped presets' are committed under
+`pipelines/reproduce/`, regenerate: `skdd pipeline compile --preset benchmarks/presets/<name>.yaml --output
+pipelines/reproduce/<name>.yaml`); its parameters are artifact_root, s3_endpoint_url and data_<dataset>.
 `submit` sends a compiled package through `kfp.Client`; every `--param` is checked against the package's
 inputs and, where it sets a stage param, against that param's rules, before anything is sent. Errors are one
 line and exit code 2. Credentials are never arguments: tasks read them from the Kubernetes Secret.
@@ -82,6 +87,12 @@ def add_parser(sub: Any) -> None:
                         "(check with `skdd lineage verify --key`; default: no signing)")
     c.add_argument("--artifact-root", default="s3://skdd/artifacts", metavar="URI",
                    help="default artifact_root parameter (default: %(default)s)")
+    c.add_argument("--preset", default=None, metavar="PRESET",
+                   help="a reproduction preset (benchmarks/presets/*.yaml): compile its matrix as the pipeline "
+                        "skdd-reproduce instead of the main pipeline")
+    c.add_argument("--data", action="append", default=[], metavar="DATASET=[SOURCE:]LOCATION",
+                   help="with --preset: a dataset's copy, e.g. mnist=idx:s3://bucket/mnist (the data_<dataset> "
+                        "parameter's default; repeatable)")
     s = psub.add_parser("submit", help="submit a run of the compiled pipeline through kfp.Client")
     s.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8080")
     s.add_argument("--package", default=None, metavar="FILE",
@@ -211,7 +222,9 @@ def compile_command(args: argparse.Namespace) -> int:
     from skdd.image import default_image
 
     mod = pipeline_module()
-    params_text = compile_preset(args.params, "--params")
+    if args.preset and args.params:
+        raise SkddError("--preset and --params: give one (a reproduction preset or the main pipeline's params)")
+    params_text = "" if args.preset else compile_preset(args.params, "--params")
     stages = () if args.gpu_stages.strip() == "none" else tuple(s.strip() for s in args.gpu_stages.split(",") if s.strip())
 
     def toleration(text: str):
@@ -227,12 +240,44 @@ def compile_command(args: argparse.Namespace) -> int:
             tolerations=_pairs(args.gpu_toleration, mod.DEFAULT_TOLERATIONS, toleration),
             secret_name=args.s3_secret, signing_secret=args.signing_secret, artifact_root=args.artifact_root,
             retries=args.retries)
-        path = mod.compile_pipeline(options, args.output)
+        path = compile_matrix(options, args) if args.preset else mod.compile_pipeline(options, args.output)
     except ValueError as exc:
         raise SkddError(str(exc)) from None
     print(json.dumps({"output": str(path), "image": options.image, "gpu_stages": list(options.gpu_stages),
                       "sha256": lineage.sha256_file(path)}))
     return 0
+
+
+def load_reproduce_matrix(preset: str, data: list[str], root: Path | None = None):
+    """A reproduction preset planned for the pipeline (relative paths from the current folder), one-line errors."""
+    try:
+        from pipelines import reproduce_pipeline
+    except ModuleNotFoundError:
+        raise SkddError(NOT_INSTALLED) from None
+    from skdd.reproduce.matrix import PresetError
+
+    path = Path(preset)
+    if not path.is_file():
+        raise SkddError(f"--preset: {preset} not found")
+    overrides = {}
+    for item in data:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise SkddError(f"--data {item!r}: expected DATASET=[SOURCE:]LOCATION")
+        overrides[key] = value
+    try:
+        matrix = reproduce_pipeline.load_matrix(path, (root or Path.cwd()).resolve(), overrides)
+    except PresetError as exc:
+        raise SkddError(str(exc)) from None
+    if unknown := sorted(set(overrides) - set(matrix.preset["datasets"])):
+        raise SkddError(f"--data {unknown[0]}: not a dataset of the preset ({', '.join(matrix.preset['datasets'])})")
+    return reproduce_pipeline, matrix
+
+
+def compile_matrix(options, args: argparse.Namespace) -> Path:
+    mod, matrix = load_reproduce_matrix(args.preset, args.data)
+    output = args.output if args.output != "skdd_pipeline.yaml" else f"skdd-reproduce-{matrix.preset['name']}.yaml"
+    return mod.compile_reproduce(options, matrix, output)
 
 
 # ------------------------------------------------------------------------------------------- submit

@@ -23,7 +23,7 @@ class StageSpec:
     inputs: tuple[str, ...] = ()      # required input artifacts (`--<name>` on the CLI)
     optional: tuple[str, ...] = ()    # inputs some params need (the stage says which, in one line, when missing)
     gpu: bool = False                 # may use a GPU (the Kubeflow pipeline requests one by default)
-    component: bool = True            # has a Kubeflow component, `components/<name>.py` (export and select: CLI only)
+    component: bool = True            # has a Kubeflow component, `components/<name>.py` (export: CLI only)
     help: str = ""
 
     def load(self) -> tuple[type, Callable]:
@@ -49,7 +49,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
               help="a fixed synthetic set: over-generate, keep IPC per class by the teacher"),
     StageSpec("refine", "skdd.stages.refine", "RefineParams", ("dataset", "synthetic"), ("gan",), gpu=True,
               help="distribution-match a fixed set (its latents through the generator, or its pixels)"),
-    StageSpec("select", "skdd.stages.select", "SelectParams", ("dataset",), ("teacher",), component=False,
+    StageSpec("select", "skdd.stages.select", "SelectParams", ("dataset",), ("teacher",),
               help="a baseline subset of the real data (random, herding, k-center)"),
     StageSpec("evaluate", "skdd.stages.evaluate", "EvaluateParams", ("dataset", "synthetic"), gpu=True,
               help="train fresh networks on a set and test them"),
