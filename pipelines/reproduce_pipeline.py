@@ -103,8 +103,10 @@ def _label(node) -> str:
     return next(json.loads(o.split("=", 1)[1]) for o in node.overrides if o.startswith("label="))
 
 
-def build_reproduce_pipeline(options: PipelineOptions, matrix: Matrix):
-    """The pipeline function for this preset and these compile-time options (call it under kfp.local, or compile)."""
+def build_reproduce_pipeline(options: PipelineOptions, matrix: Matrix, datasets: list[str] | None = None):
+    """The pipeline function for this preset and these compile-time options (call it under kfp.local, or compile).
+    `datasets`: the ones to run (default all); the others' cells are reported as not run, with the reason the
+    matrix gives (a copy missing on this machine)."""
     from kfp import dsl
     from kfp.dsl import Artifact, Markdown
 
@@ -112,6 +114,7 @@ def build_reproduce_pipeline(options: PipelineOptions, matrix: Matrix):
 
     c = make_components(options.image)
     plan, base = matrix.plan, matrix.base
+    chosen = list(plan.datasets) if datasets is None else [d for d in plan.datasets if d in datasets]
     text = {key: stage_text(node, base) for key, node in plan.nodes.items()}
     nodes = plan.nodes
     children: dict[str, list[str]] = {}   # source -> the samples drawn from it and the evaluations of it
@@ -160,7 +163,7 @@ def build_reproduce_pipeline(options: PipelineOptions, matrix: Matrix):
                                                label=label, **common), "evaluate"))
             return out
 
-        for d in plan.datasets:
+        for d in chosen:
             ingest_key = f"{d}/dataset"
             location = locations[data_param(d)]
             fp = platform(c.fingerprint_source(params_yaml=text[ingest_key], location=location,
@@ -223,7 +226,7 @@ def build_reproduce_pipeline(options: PipelineOptions, matrix: Matrix):
                                 annotation=str),
               inspect.Parameter("s3_endpoint_url", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="", annotation=str)]
     params += [inspect.Parameter(data_param(d), inspect.Parameter.POSITIONAL_OR_KEYWORD, default=matrix.locations[d],
-                                 annotation=str) for d in plan.datasets]
+                                 annotation=str) for d in chosen]
     outputs_type = NamedTuple("Outputs", [("results", Artifact), ("page", Markdown)])
 
     def skdd_reproduce(*args, **kwargs):   # KFP passes the parameters positionally, in signature order

@@ -1,9 +1,10 @@
-"""benchmarks/reproduce.py: the presets plan and validate, the smoke preset runs end to end on a tiny dataset, a
-stopped or SIGTERMed run resumes without re-running finished stages and ends with the numbers of an uninterrupted run,
-the markdown section replaces only itself, and the ordering check words its verdicts as documented.
+"""benchmarks/reproduce.py, the driver of the `skdd-reproduce` pipeline: the presets plan and validate; the smoke
+preset (on a tiny dataset) runs end to end under kfp.local, stopped by SIGTERM and resumed without re-running finished
+stages; its numbers and page equal those of the same stages called directly in this process; a missing data copy is
+listed as not run; the markdown section replaces only itself, and the ordering check words its verdicts as documented.
 
-CPU results are compared bit for bit between runs, and they are bit-identical only at equal intra-op thread counts:
-the subprocesses get OMP_NUM_THREADS=1 and the in-process runs `torch.set_num_threads(1)` (fixture `one_thread`).
+CPU results are compared bit for bit, and they are bit-identical only at equal intra-op thread counts: the pipeline's
+steps get OMP_NUM_THREADS=1 and the in-process reference runs `torch.set_num_threads(1)` (fixture `one_thread`).
 """
 
 from __future__ import annotations
@@ -82,21 +83,23 @@ def test_paper_numbers():
 @pytest.mark.parametrize("name", ["smoke", "cpu-budget", "gpu-short", "gpu-mnist", "gpu-cifar10"])
 def test_presets_plan_with_valid_params(name, tmp_path):
     args = reproduce._parser().parse_args(["--preset", str(PRESETS / f"{name}.yaml"), "--work", str(tmp_path)])
-    runner = reproduce.build(args)
-    for node in runner.plan.nodes.values():
-        runner.params(node)                      # every stage's params validate (typos fail here)
-    cells = runner.plan.cells
+    matrix = reproduce.load(args)                # every stage's params validate (typos fail here)
+    cells = matrix.plan.cells
     assert len({c.id for c in cells}) == len(cells)
-    preset = runner.preset
+    preset = matrix.preset
     assert preset["order"][0].startswith("skd/")   # the headline cell first
     assert cells[0].method == "skd" and cells[0].lambda_multiplier == 1
+
+    def params(key):
+        return reproduce.node_params(matrix.plan.nodes[key], matrix.base)
+
     if name == "cpu-budget":
         assert set(preset["datasets"]) == {"mnist", "fashion-mnist"} and preset["ipc"] == [10]
         assert preset["losses"] == ["skd", "skd-nostand", "dim-mse", "cgan-only"] and preset["gan_only_control"]
         assert set(preset["protocols"]) == {"strict", "dim"} and preset["baselines"] == ["random"]
-        assert runner.params(runner.plan.nodes["mnist/eval-distill-skd-ipc10-strict"]).trials >= 3
-        assert runner.params(runner.plan.nodes["mnist/eval-distill-skd-ipc10-dim"]).trials >= 3
-        est = reproduce.estimate(runner)
+        assert params("mnist/eval-distill-skd-ipc10-strict").trials >= 3
+        assert params("mnist/eval-distill-skd-ipc10-dim").trials >= 3
+        est = reproduce.estimate(matrix)
         assert est["cells"] == 26 and est["total_seconds"] < 2 * 3600
         assert f"{est['stages']} stages" in " ".join(preset["description"].split())
         assert f"{est['total_seconds'] / 60:.0f} min" in preset["description"]
@@ -130,23 +133,20 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_preset(tmp_path_factory) -> Path:
-    """smoke.yaml with its dataset swapped for a tiny npz made here (seconds instead of minutes)."""
+    """smoke.yaml with its dataset swapped for a tiny npz made here (seconds instead of minutes), and a second
+    dataset whose copy is missing (its cells must be listed as not run, the others must still run)."""
     folder = tmp_path_factory.mktemp("preset")
     npz = tiny_npz(folder / "tiny.npz")
     preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
-    preset["datasets"] = {"tiny": {"source": "npz", "location": str(npz), "name": "tiny"}}
+    preset["datasets"] = {"tiny": {"source": "npz", "location": str(npz), "name": "tiny"},
+                          "gone": {"source": "npz", "location": str(folder / "absent.npz"), "name": "gone"}}
     preset["base"] = str(ROOT / preset["base"])
     path = folder / "smoke-tiny.yaml"
     path.write_text(yaml.safe_dump(preset, sort_keys=False))
     return path
 
 
-def _run(preset: Path, work: Path, md: Path, *extra: str) -> int:
-    return reproduce.main(["--preset", str(preset), "--work", str(work), "--results-md", str(md), *extra])
-
-
-def _accuracies(work: Path) -> dict:
-    results = json.loads((work / "results.json").read_text())
+def _accuracies(results: dict) -> dict:
     return {(c["id"], c["architecture"]): c.get("accuracies") for c in results["cells"]}
 
 
@@ -155,96 +155,41 @@ def _manifest_times(work: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def full_run(tiny_preset, tmp_path_factory):
-    """One uninterrupted run of the smoke preset (the reference for the resume tests)."""
-    folder = tmp_path_factory.mktemp("full")
-    md = folder / "results.md"
-    md.write_text("# Results\n\n<!-- reproduce:other begin -->\nkeep me\n<!-- reproduce:other end -->\n")
-    assert _run(tiny_preset, folder / "work", md) == 0
-    return folder / "work", md
+def reference(tiny_preset, tmp_path_factory):
+    """The same matrix without Kubeflow: every stage of the plan called in this process (run_stage, in
+    dependency order), the records read back from the manifests, assembled into the results document."""
+    from skdd.reproduce.results import assemble, evaluation_record
+    from skdd.stages.registry import run_stage
 
-
-@pytest.mark.integration
-def test_smoke_end_to_end(full_run, tiny_preset):
-    work, md = full_run
-    results = json.loads((work / "results.json").read_text())
+    work = tmp_path_factory.mktemp("reference")
     args = reproduce._parser().parse_args(["--preset", str(tiny_preset), "--work", str(work)])
-    planned = {c.id for c in reproduce.build(args).plan.cells}
-    assert {c["id"] for c in results["cells"]} == planned
-    expected = {f"tiny/ipc2/{m}/{p}" for m in ("skd", "skd-nostand", "dim-mse", "cgan-only", "gan-only")
-                for p in ("strict", "dim")} | {"tiny/ipc2/random/strict", "tiny/ipc2/skd@10x/strict"}
-    assert planned == expected
-    for cell in results["cells"]:
-        assert cell["status"] == "done", cell
-        assert cell["trials"] == 2 and len(cell["accuracies"]) == 2
-        assert isinstance(cell["mean"], float) and isinstance(cell["std"], float)
-        assert cell["command"].startswith("python benchmarks/reproduce.py --preset ")
-        assert cell["device"].startswith("cpu") and cell["commit"] and cell["torch"]
-        assert cell["data_copy"].startswith("npz (")
-        assert set(cell["stages"]) >= {"ingest", "evaluate"}
-        assert all(s["wall_seconds"] is not None for s in cell["stages"].values())
-    lam = {c["id"]: c for c in results["cells"]}
-    assert lam["tiny/ipc2/skd@10x/strict"]["lambda"] == pytest.approx(10 * lam["tiny/ipc2/skd/strict"]["lambda"])
-    assert lam["tiny/ipc2/skd/strict"]["grad_ratio_median"] > 0
-    assert lam["tiny/ipc2/gan-only/strict"]["lambda"] is None
-    assert {d["loss"] for d in results["distills"]} == {"skd", "skd-nostand", "dim-mse", "gan-only"}
-
-    text = md.read_text()
-    begin, end = "<!-- reproduce:smoke begin -->", "<!-- reproduce:smoke end -->"
-    assert text.count(begin) == 1 and text.count(end) == 1 and "keep me" in text
-    section = text[text.index(begin):text.index(end)]
-    for needle in ("Table 1 layout: strict (DC/DSA, last epoch)", "Table 1 layout: DiM protocol (best test "
-                   "checkpoint)", "Ordering check", "λ sweep", "| ×10 |", "Every planned cell ran."):
-        assert needle in section, needle
-
-    # a second run: nothing re-runs, the other section survives an edit, only this section is rewritten
-    md.write_text(text.replace("keep me", "keep me, edited"))
-    before = _manifest_times(work)
-    assert _run(tiny_preset, work, md) == 0
-    assert _manifest_times(work) == before
-    ledger = json.loads((work / "ledger.json").read_text())
-    assert all(e["attempts"] == 1 for e in ledger["stages"].values())
-    assert [r["stages_run"] for r in ledger["runs"]] == [len(before), 0]
-    text2 = md.read_text()
-    assert "keep me, edited" in text2 and text2.count(begin) == 1
-
-    # --render-only rebuilds the same section from results.json alone
-    other = md.with_name("render.md")
-    assert reproduce.main(["--render-only", "--work", str(work), "--results-md", str(other)]) == 0
-    rendered = other.read_text()
-    assert rendered[rendered.index(begin):] .strip() == text2[text2.index(begin):text2.index(end) + len(end)].strip()
+    matrix = reproduce.load(args)
+    records = []
+    for cell in matrix.plan.cells:
+        if matrix.plan.datasets[cell.dataset].missing:
+            continue
+        for key in cell.chain:
+            node = matrix.plan.nodes[key]
+            if not (work / key / "manifest.json").is_file():
+                run_stage(node.stage, output=str(work / key), params_file=matrix.base, overrides=node.overrides,
+                          inputs={name: str(work / parent) for name, parent in node.inputs.items()})
+        metrics = json.loads((work / cell.eval_key / "metrics.json").read_text())
+        records.append(evaluation_record(cell.dataset, str(work / cell.eval_key), metrics))
+    return assemble(matrix.spec, records)
 
 
-@pytest.mark.integration
-def test_stopped_run_resumes_to_the_same_numbers(full_run, tiny_preset, tmp_path):
-    work, md = tmp_path / "work", tmp_path / "results.md"
-    assert _run(tiny_preset, work, md, "--max-stages", "6") == 0
-    partial = json.loads((work / "results.json").read_text())
-    states = [c["status"] for c in partial["cells"]]
-    assert states.count("done") >= 1 and "not_run" in states
-    assert all("--max-stages 6" in c["reason"] for c in partial["cells"] if c["status"] == "not_run")
-    assert "--max-stages 6 reached" in md.read_text()       # what did not fit is listed
-    first = _manifest_times(work)
-    assert len(first) == 6
-
-    assert _run(tiny_preset, work, md) == 0
-    after = _manifest_times(work)
-    assert {k: after[k] for k in first} == first              # finished stages were not re-run
-    ledger = json.loads((work / "ledger.json").read_text())
-    assert all(e["attempts"] == 1 for e in ledger["stages"].values())
-    assert _accuracies(work) == _accuracies(full_run[0])
-
-
-@pytest.mark.integration
-def test_sigterm_mid_run_resumes(full_run, tiny_preset, tmp_path):
-    work, md = tmp_path / "work", tmp_path / "results.md"
+@pytest.fixture(scope="module")
+def stopped_then_resumed(tiny_preset, tmp_path_factory):
+    """The driver (kfp.local) stopped by SIGTERM once a few stages finished, then the same command again."""
+    folder = tmp_path_factory.mktemp("kfp")
+    work, md = folder / "work", folder / "results.md"
+    md.write_text("# Results\n\n<!-- reproduce:other begin -->\nkeep me\n<!-- reproduce:other end -->\n")
     cmd = [sys.executable, str(SCRIPT), "--preset", str(tiny_preset), "--work", str(work), "--results-md", str(md)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     try:
         while time.time() < deadline:
-            ledger = reproduce._read_json(work / "ledger.json") or {}
-            if sum(1 for e in ledger.get("stages", {}).values() if e.get("completed")) >= 3:
+            if len(list(work.glob("artifacts/*/*/manifest.json"))) >= 3:
                 break
             assert proc.poll() is None, "finished before it could be stopped"
             time.sleep(0.05)
@@ -255,39 +200,67 @@ def test_sigterm_mid_run_resumes(full_run, tiny_preset, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, err
-    assert "re-run the same command to resume" in err
-    ledger = json.loads((work / "ledger.json").read_text())
-    assert ledger["runs"][-1]["stopped"] == "interrupted"
-    done_before = {k for k, e in ledger["stages"].items() if e.get("completed")}
-    assert (work / "results.json").is_file()
-
-    rerun = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    ledger = json.loads((work / "ledger.json").read_text())
-    assert all(ledger["stages"][k]["attempts"] == 1 for k in done_before)
-    assert _accuracies(work) == _accuracies(full_run[0])
+    stopped = {"returncode": proc.returncode, "stderr": err, "manifests": _manifest_times(work / "artifacts"),
+               "results_written": (work / "results.json").exists()}
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    return {"stopped": stopped, "work": work, "md": md, "stderr": rerun.stderr,
+            "results": json.loads((work / "results.json").read_text())}
 
 
 @pytest.mark.integration
-def test_max_minutes_zero_and_missing_copy_are_recorded(tiny_preset, tmp_path):
-    preset = yaml.safe_load(tiny_preset.read_text())
-    preset["datasets"]["gone"] = {"source": "npz", "location": str(tmp_path / "absent.npz"), "name": "gone"}
-    path = tmp_path / "preset.yaml"
-    path.write_text(yaml.safe_dump(preset))
-    work, md = tmp_path / "work", tmp_path / "results.md"
-    assert _run(path, work, md, "--max-minutes", "0") == 0
-    results = json.loads((work / "results.json").read_text())
-    assert results["cells"] and all(c["status"] == "not_run" for c in results["cells"])
-    reasons = {c["dataset"]: c["reason"] for c in results["cells"]}
-    assert reasons["tiny"].startswith("did not fit: --max-minutes 0 reached")
-    assert reasons["gone"] == f"data copy not found: {tmp_path / 'absent.npz'}"
-    assert not list(work.rglob("manifest.json"))
+def test_stopped_run_resumes(stopped_then_resumed):
+    stopped, work = stopped_then_resumed["stopped"], stopped_then_resumed["work"]
+    assert stopped["returncode"] == 143, stopped["stderr"][-2000:]
+    assert "terminated; re-run the same command to resume" in stopped["stderr"]
+    assert not stopped["results_written"]                       # no half page that looks complete
+    after = _manifest_times(work / "artifacts")
+    assert {k: after[k] for k in stopped["manifests"]} == stopped["manifests"]   # finished stages were reused
+    assert len(after) > len(stopped["manifests"])
+
+
+@pytest.mark.integration
+def test_smoke_end_to_end(stopped_then_resumed, tiny_preset):
+    results, md, work = stopped_then_resumed["results"], stopped_then_resumed["md"], stopped_then_resumed["work"]
+    expected = {f"tiny/ipc2/{m}/{p}" for m in ("skd", "skd-nostand", "dim-mse", "cgan-only", "gan-only")
+                for p in ("strict", "dim")} | {"tiny/ipc2/random/strict", "tiny/ipc2/skd@10x/strict"}
+    tiny = [c for c in results["cells"] if c["dataset"] == "tiny"]
+    assert {c["id"] for c in tiny} == expected
+    for cell in tiny:
+        assert cell["status"] == "done", cell
+        assert cell["trials"] == 2 and len(cell["accuracies"]) == 2
+        assert isinstance(cell["mean"], float) and isinstance(cell["std"], float)
+        assert cell["command"].startswith("python benchmarks/reproduce.py --preset ")
+        assert cell["device"].startswith("cpu") and cell["commit"] and cell["torch"]
+        assert cell["data_copy"].startswith("npz (")
+        assert set(cell["stages"]) >= {"ingest", "evaluate"}
+        assert cell["evaluation"].startswith(str(work / "artifacts" / "evaluate"))
+    gone = [c for c in results["cells"] if c["dataset"] == "gone"]
+    assert gone and all(c["status"] == "not_run" and c["reason"] == f"data copy not found: "
+                        f"{tiny_preset.parent / 'absent.npz'}" for c in gone)
+    assert "data copy not found" in stopped_then_resumed["stderr"]
+    lam = {c["id"]: c for c in tiny}
+    assert lam["tiny/ipc2/skd@10x/strict"]["lambda"] == pytest.approx(10 * lam["tiny/ipc2/skd/strict"]["lambda"])
+    assert lam["tiny/ipc2/skd/strict"]["grad_ratio_median"] > 0
+    assert lam["tiny/ipc2/gan-only/strict"]["lambda"] is None
+    assert {d["loss"] for d in results["distills"]} == {"skd", "skd-nostand", "dim-mse", "gan-only"}
+    assert results["runs"][0]["wall_seconds"] > 0 and results["total_wall_seconds"] > 0
+
     text = md.read_text()
-    assert "data copy not found" in text and "did not fit" in text and "0 of 24" in text
+    begin, end = "<!-- reproduce:smoke begin -->", "<!-- reproduce:smoke end -->"
+    assert text.count(begin) == 1 and text.count(end) == 1 and "keep me" in text
+    section = text[text.index(begin):text.index(end)]
+    for needle in ("Table 1 layout: strict (DC/DSA, last epoch)", "Table 1 layout: DiM protocol (best test "
+                   "checkpoint)", "Ordering check", "λ sweep", "| ×10 |", "data copy not found"):
+        assert needle in section, needle
+
+    # --render-only rebuilds the same section from results.json alone
+    other = md.with_name("render.md")
+    assert reproduce.main(["--render-only", "--work", str(work), "--results-md", str(other)]) == 0
+    rendered = other.read_text()
+    assert rendered[rendered.index(begin):].strip() == text[text.index(begin):text.index(end) + len(end)].strip()
 
 
-# ------------------------------------------------------------------------------------------- on Kubeflow
 def _page_without_run_facts(results: dict) -> str:
     """The page from its first table to the measured-cell list, without the distillation runs' table (artifact
     paths and wall times differ between two runs of the same measurements)."""
@@ -300,26 +273,42 @@ def _page_without_run_facts(results: dict) -> str:
 
 
 @pytest.mark.integration
-def test_kfp_local_pipeline_reproduces_the_same_results(full_run, tiny_preset, tmp_path, monkeypatch):
-    """The preset compiled to `skdd-reproduce` and run under kfp.local (`--engine kfp-local`): every planned
-    cell measured, with the same accuracies, λ and gradient ratios as the in-process run, and the same page."""
-    pytest.importorskip("kfp.kubernetes")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")    # the steps are subprocesses: bit-identical at equal threads
-    work, md = tmp_path / "work", tmp_path / "results.md"
-    assert _run(tiny_preset, work, md, "--engine", "kfp-local") == 0
-    ours, theirs = (json.loads((w / "results.json").read_text()) for w in (work, full_run[0]))
-    assert all(c["status"] == "done" for c in ours["cells"])
-    assert _accuracies(work) == _accuracies(full_run[0])
+def test_kfp_pipeline_gives_what_the_stages_give_in_process(stopped_then_resumed, reference):
+    """Through Kubeflow (kfp.local, each step a subprocess) or called directly, the same stages give the same
+    numbers: every cell's accuracies, λ and gradient ratio, and the same page."""
+    ours = stopped_then_resumed["results"]
+    assert _accuracies(ours) == _accuracies(reference)
     for field in ("method", "protocol", "ipc", "loss", "lambda", "lambda_multiplier", "grad_ratio_median", "epochs",
-                  "width", "data_copy", "trials", "mean", "std"):
-        assert {c["id"]: c.get(field) for c in ours["cells"]} == {c["id"]: c.get(field) for c in theirs["cells"]}, field
+                  "width", "data_copy", "trials", "mean", "std", "status"):
+        assert {c["id"]: c.get(field) for c in ours["cells"]} == {c["id"]: c.get(field) for c in reference["cells"]}, \
+            field
     assert sorted((d["loss"], d["lambda"]) for d in ours["distills"]) == \
-        sorted((d["loss"], d["lambda"]) for d in theirs["distills"])
-    assert ours["command"].endswith("--engine kfp-local")
-    assert _page_without_run_facts(ours) == _page_without_run_facts(theirs)
-    assert "<!-- reproduce:smoke begin -->" in md.read_text()
-    # resubmitted: every artifact is found by its content key and reused, the numbers do not move
-    before = {p: p.stat().st_mtime_ns for p in (work / "artifacts").rglob("manifest.json")}
-    assert _run(tiny_preset, work, md, "--engine", "kfp-local") == 0
-    assert {p: p.stat().st_mtime_ns for p in (work / "artifacts").rglob("manifest.json")} == before
-    assert _accuracies(work) == _accuracies(full_run[0])
+        sorted((d["loss"], d["lambda"]) for d in reference["distills"])
+    assert _page_without_run_facts(ours) == _page_without_run_facts(reference)
+
+
+@pytest.mark.integration
+def test_max_minutes_zero_stops_before_anything_runs(tiny_preset, tmp_path):
+    work = tmp_path / "work"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--preset", str(tiny_preset), "--work", str(work),
+                           "--no-md", "--max-minutes", "0"], capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "--max-minutes 0 reached; re-run the same command to resume" in proc.stderr
+    assert not list(work.rglob("manifest.json")) and not (work / "results.json").exists()
+
+
+def test_host_submits_the_compiled_matrix(tmp_path):
+    """`--host` compiles the preset and goes through `skdd pipeline submit` (checked parameters; dry run: no network)."""
+    base = [sys.executable, str(SCRIPT), "--preset", str(PRESETS / "smoke.yaml"), "--host", "http://kfp.invalid:8080",
+            "--dry-run"]
+    proc = subprocess.run(base + ["--param", "artifact_root=s3://bucket/skdd", "--param", "data_mnist=s3://bucket/mnist"],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["dry_run"] and plan["experiment"] == "skdd-reproduce"
+    assert plan["arguments"] == {"artifact_root": "s3://bucket/skdd", "data_mnist": "s3://bucket/mnist"}
+    bad = subprocess.run(base + ["--param", "bogus=1"], capture_output=True, text=True, env=_env(), cwd=ROOT,
+                         timeout=300)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("reproduce: error: --param bogus: not a parameter of the pipeline (parameters: "
+                                  "artifact_root, data_mnist, s3_endpoint_url)")
