@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.skdd-installed
 
-.PHONY: setup run test image clean
+.PHONY: setup run test image pipelines clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,15 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The committed Kubeflow pipelines: the main one and each shipped preset's skdd-reproduce (tests compare them with
+# a fresh compile; recompile after changing a component, a pipeline, params.yaml or a preset).
+REPRODUCE_PRESETS := smoke cpu-budget gpu-short gpu-mnist gpu-cifar10
+pipelines: setup
+	$(BIN)/skdd pipeline compile --output pipelines/skdd_pipeline.yaml
+	for p in $(REPRODUCE_PRESETS); do \
+	  $(BIN)/skdd pipeline compile --preset benchmarks/presets/$$p.yaml --output pipelines/reproduce/$$p.yaml || exit 1; \
+	done
 
 # The image every pipeline step runs in (containers/build_image.py: BuildKit, works without a registry too).
 image:

@@ -41,6 +41,8 @@ def test_shipped_list_matches_the_pipeline_module():
 
     assert SHIPPED_PRESETS == SHIPPED
     assert sorted(p.stem for p in COMPILED_DIR.glob("*.yaml")) == sorted(SHIPPED)
+    line = next(x for x in (ROOT / "Makefile").read_text().splitlines() if x.startswith("REPRODUCE_PRESETS"))
+    assert tuple(line.split(":=", 1)[1].split()) == SHIPPED, "`make pipelines` compiles another list"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
