@@ -29,7 +29,7 @@ REPRODUCE_PRESETS := smoke cpu-budget gpu-short gpu-mnist gpu-cifar10
 pipelines: setup
 	$(BIN)/skdd pipeline compile --output pipelines/skdd_pipeline.yaml
 	for p in $(REPRODUCE_PRESETS); do \
-	  $(BIN)/skdd pipeline compile --preset benchmarks/presets/$$p.yaml --output pipelines/reproduce/$$p.yaml || exit 1; \
+	  $(BIN)/skdd pipeline compile --preset benchmarks/presets/$$p.yaml --output pipelines/reproduce-$$p.yaml || exit 1; \
 	done
 
 # The image every pipeline step runs in (containers/build_image.py: BuildKit, works without a registry too).

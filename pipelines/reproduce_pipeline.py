@@ -40,8 +40,9 @@ import yaml
 from pipelines.skdd_pipeline import PipelineOptions, apply_platform
 
 PIPELINE_NAME = "skdd-reproduce"
-COMPILED_DIR = Path(__file__).with_name("reproduce")
-SHIPPED_PRESETS = ("smoke", "cpu-budget", "gpu-short", "gpu-mnist", "gpu-cifar10")
+COMPILED = {name: Path(__file__).with_name(f"reproduce-{name}.yaml") for name in (
+    "smoke", "cpu-budget", "gpu-short", "gpu-mnist", "gpu-cifar10")}   # the shipped presets' compiles (make pipelines)
+SHIPPED_PRESETS = tuple(COMPILED)
 
 
 def data_param(key: str) -> str:

@@ -37,10 +37,10 @@ def at_root(monkeypatch):
 
 
 def test_shipped_list_matches_the_pipeline_module():
-    from pipelines.reproduce_pipeline import COMPILED_DIR, SHIPPED_PRESETS
+    from pipelines.reproduce_pipeline import SHIPPED_PRESETS
 
     assert SHIPPED_PRESETS == SHIPPED
-    assert sorted(p.stem for p in COMPILED_DIR.glob("*.yaml")) == sorted(SHIPPED)
+    assert sorted(p.name for p in (ROOT / "pipelines").glob("reproduce-*.yaml")) == sorted(f"reproduce-{n}.yaml" for n in SHIPPED)
     line = next(x for x in (ROOT / "Makefile").read_text().splitlines() if x.startswith("REPRODUCE_PRESETS"))
     assert tuple(line.split(":=", 1)[1].split()) == SHIPPED, "`make pipelines` compiles another list"
 
@@ -54,10 +54,9 @@ def test_committed_yaml_is_a_fresh_compile_without_credentials(name, tmp_path, f
     text = fresh.read_text()
     assert FAKE_KEY_ID not in text and FAKE_SECRET not in text
     assert str(ROOT) not in text, "the compiled YAML names a path of this checkout"
-    committed = ROOT / "pipelines" / "reproduce" / f"{name}.yaml"
+    committed = ROOT / "pipelines" / f"reproduce-{name}.yaml"
     assert committed.read_text() == text, (
-        f"pipelines/reproduce/{name}.yaml differs from a fresh compile: regenerate it with `skdd pipeline compile "
-        f"--preset benchmarks/presets/{name}.yaml --output pipelines/reproduce/{name}.yaml`")
+        f"pipelines/reproduce-{name}.yaml differs from a fresh compile: regenerate it with `make pipelines`")
     assert compile_preset(name, tmp_path / "again.yaml") == 0
     assert (tmp_path / "again.yaml").read_bytes() == fresh.read_bytes(), "compilation is not deterministic"
 
@@ -66,7 +65,7 @@ def test_committed_yaml_is_a_fresh_compile_without_credentials(name, tmp_path, f
 def test_wiring_of_the_committed_yaml(name):
     from pipelines.reproduce_pipeline import load_matrix
 
-    spec, k8s = load_docs(ROOT / "pipelines" / "reproduce" / f"{name}.yaml")
+    spec, k8s = load_docs(ROOT / "pipelines" / f"reproduce-{name}.yaml")
     assert spec["pipelineInfo"]["name"] == "skdd-reproduce"
     executors = spec["deploymentSpec"]["executors"]
     distills = [e for e in executors if e.startswith("exec-distill")]

@@ -13,8 +13,7 @@ and are installed with skdd as packages of their own, so both commands work from
 committed `pipelines/skdd_pipeline.yaml` is `compile`'s output for the default image and flags (regenerate: `skdd pipeline compile --output pipelines/skdd_pipeline.yaml`).
 `compile --preset benchmarks/presets/<name>.yaml` compiles the preset's reproduction matrix instead, as the
 pipeline `skdd-reproduce` (pipelines/reproduce_pipeline.py; the shipped presets' are committed under
-`pipelines/reproduce/`, regenerate: `skdd pipeline compile --preset benchmarks/presets/<name>.yaml --output
-pipelines/reproduce/<name>.yaml`); its parameters are artifact_root, s3_endpoint_url and data_<dataset>.
+`pipelines/reproduce-<name>.yaml`, regenerate: `make pipelines`); its parameters are artifact_root, s3_endpoint_url and data_<dataset>.
 `submit` sends a compiled package through `kfp.Client`; every `--param` is checked against the package's
 inputs and, where it sets a stage param, against that param's rules, before anything is sent. Errors are one
 line and exit code 2. Credentials are never arguments: tasks read them from the Kubernetes Secret.
