@@ -213,7 +213,8 @@ def load(args: argparse.Namespace):
             raise PresetError(f"--data {item!r}: expected DATASET=[SOURCE:]LOCATION")
         data[key] = value
     try:
-        matrix = load_matrix(preset_path, REPO, data, command=_command(preset_path, args.work, args.data))
+        matrix = load_matrix(preset_path, REPO, data, command=_command(preset_path, args.work, args.data),
+                             local=not args.host)
     except SkddError as exc:
         raise PresetError(str(exc)) from None
     if unknown := sorted(set(data) - set(matrix.preset["datasets"])):

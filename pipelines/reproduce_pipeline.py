@@ -55,12 +55,15 @@ class Matrix(NamedTuple):
     plan: object          # skdd.reproduce.matrix.Plan
     base: str             # the base params file
     spec: dict            # skdd.reproduce.results.matrix_spec
-    locations: dict       # dataset key -> default location (relative to root when under it)
+    locations: dict       # dataset key -> default location (as written; absolute for a local run)
 
 
 def load_matrix(preset_path: str | Path, root: Path, data: dict[str, str] | None = None,
-                command: str | None = None) -> Matrix:
-    """Plan a preset (relative paths from `root`); `data` overrides dataset locations as reproduce.py's --data."""
+                command: str | None = None, local: bool = False) -> Matrix:
+    """Plan a preset (relative paths from `root`); `data` overrides dataset locations as reproduce.py's --data.
+
+    Compiled for a cluster (`local` False), nothing of this machine goes in: locations as written, and a copy
+    missing here is not a reason to leave a dataset out (the cluster reads its own). `local`: a run here."""
     from skdd.reproduce.matrix import Plan, base_file, load_preset, node_params, resolve_dataset
     from skdd.reproduce.results import matrix_spec
 
@@ -68,21 +71,25 @@ def load_matrix(preset_path: str | Path, root: Path, data: dict[str, str] | None
     preset = load_preset(preset_path)
     data = data or {}
     datasets = {k: resolve_dataset(k, v, data.get(k), root) for k, v in preset["datasets"].items()}
+    if not local:
+        for d in datasets.values():
+            d.missing = None
     plan = Plan(preset, datasets, root)
     base = str(base_file(preset, root))
     for node in plan.nodes.values():   # every stage's params, before anything is compiled
         node_params(node, base)
-    locations = {k: d.location if k in data else _relative(d.location, root) for k, d in datasets.items()}
-    shown = _relative(str(preset_path.resolve()), root)
+    locations = {k: d.location if local else d.written for k, d in datasets.items()}
+    shown = _relative(os.path.abspath(preset_path), root)
     command = command or f"skdd pipeline compile --preset {shown}"
     return Matrix(preset, plan, base, matrix_spec(preset, plan, base, command, shown), locations)
 
 
 def _relative(location: str, root: Path) -> str:
-    """A local path relative to `root` (so the compiled YAML does not depend on where the checkout is)."""
+    """A local path relative to `root` (so the compiled YAML does not depend on where the checkout is; no
+    symlink is resolved, the copies beside a checkout may be one)."""
     if "://" in location or not Path(location).is_absolute():
         return location
-    return os.path.relpath(location, root.resolve())
+    return os.path.relpath(location, os.path.abspath(root))
 
 
 def stage_text(node, base: str) -> str:

@@ -92,6 +92,7 @@ class DatasetPlan:
     location: str
     data_copy: str
     missing: str | None = None   # why it cannot be ingested (a copy that is not there)
+    written: str = ""            # the location as the preset, the offline copies table or --data writes it
 
 
 def resolve_dataset(key: str, spec: dict | None, data_override: str | None, root: Path) -> DatasetPlan:
@@ -130,7 +131,7 @@ def resolve_dataset(key: str, spec: dict | None, data_override: str | None, root
     missing = None
     if source != "torchvision" and "://" not in location and not Path(location).exists():
         missing = f"data copy not found: {location}"
-    return DatasetPlan(key, name, label, source, location, data_copy, missing)
+    return DatasetPlan(key, name, label, source, location, data_copy, missing, shown)
 
 
 # ----------------------------------------------------------------------------------------------- plan

@@ -37,7 +37,7 @@ def matrix_spec(preset: dict, plan: Plan, base: str, command: str, preset_file: 
                       "label": _override(ev.overrides, "label"),
                       "loss": _override(distill.overrides, "loss") if distill else None})
     datasets = {k: {"name": d.name, "label": d.label, "data_copy": d.data_copy, "source": d.source,
-                    "location": d.location, "missing": d.missing} for k, d in plan.datasets.items()}
+                    "location": d.written or d.location, "missing": d.missing} for k, d in plan.datasets.items()}
     return {"schema": SCHEMA, "preset": preset["name"], "preset_file": preset_file,
             "description": preset.get("description", ""), "base": preset["base"], "command": command,
             "settings": plan_settings(plan, base), "datasets": datasets, "architectures": preset["architectures"],
