@@ -78,14 +78,27 @@ class SeaweedS3:
         cmd += [f"-{flag}={port}" for flag, port in self.ports.items()]
         return cmd
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
+        """Start and wait until ready. A port picked free can be taken before weed binds it (weed's own
+        services connect to each other from ephemeral ports, the range free_port draws from): when weed
+        exits because a port is taken ("address already in use", or its own check: "is not available"), it starts
+        again on fresh ports."""
         assert self.proc is None, "already running"
-        log = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                     start_new_session=True)
-        log.close()
-        atexit.register(_kill_if_running, self.proc)  # never outlive the test run, even if a fixture is skipped
-        self._wait_ready(timeout)
+        for attempt in range(attempts):
+            log = open(self.log, "ab")
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                         start_new_session=True)
+            log.close()
+            atexit.register(_kill_if_running, self.proc)  # never outlive the test run, even if a fixture is skipped
+            try:
+                self._wait_ready(timeout)
+                return
+            except RuntimeError:
+                log = self.tail()
+                if attempt + 1 == attempts or not ("address already in use" in log or "is not available" in log):
+                    raise
+                self.stop()
+                self.s3_port, self.ports = free_port(), {flag: free_port() for flag in _PORT_FLAGS}
 
     def _wait_ready(self, timeout: float) -> None:
         """Ready when an authenticated ListBuckets succeeds (the S3 gateway answers and knows our key)."""

@@ -203,3 +203,26 @@ def test_stages_read_and_write_s3(s3env, tmp_path):
     assert source_fingerprint(preset) != before
     code, verified = _lineage("verify", f"{base}/syn")
     assert code == 1 and f"s3://{BUCKET}/sources/tiny.npz: source file changed since ingest" in verified, verified
+
+
+def test_test_server_retries_when_a_picked_port_is_taken(tmp_path):
+    """The S3 test server starts on fresh ports when one it picked was taken before weed could bind it (the
+    flake a CI run hit: master.port in use), instead of failing the test that needed it."""
+    import socket
+
+    from s3_server import SeaweedS3
+
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    server = SeaweedS3(WEED, tmp_path)
+    server.ports["master.port"] = taken
+    try:
+        server.start()
+        assert server.ports["master.port"] != taken
+        assert f"port {taken} for Master" in server.log.read_text(errors="replace")   # the first attempt failed
+        server.client().list_buckets()
+    finally:
+        server.stop()
+        blocker.close()
