@@ -206,21 +206,11 @@ def load(args: argparse.Namespace):
     preset_path = args.preset if args.preset.is_absolute() or args.preset.exists() else REPO / args.preset
     if not preset_path.is_file():
         raise PresetError(f"{preset_path}: cannot read preset (not found)")
-    data: dict[str, str] = {}
-    for item in args.data:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise PresetError(f"--data {item!r}: expected DATASET=[SOURCE:]LOCATION")
-        data[key] = value
     try:
-        matrix = load_matrix(preset_path, REPO, data, command=_command(preset_path, args.work, args.data),
-                             local=not args.host)
+        return load_matrix(preset_path, REPO, args.data, command=_command(preset_path, args.work, args.data),
+                           local=not args.host)
     except SkddError as exc:
         raise PresetError(str(exc)) from None
-    if unknown := sorted(set(data) - set(matrix.preset["datasets"])):
-        raise PresetError(f"--data {unknown[0]!r}: expected DATASET=[SOURCE:]LOCATION with DATASET one of "
-                          f"{', '.join(matrix.preset['datasets'])}")
-    return matrix
 
 
 def _children(pid: int) -> list[int]:

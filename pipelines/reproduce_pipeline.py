@@ -58,18 +58,19 @@ class Matrix(NamedTuple):
     locations: dict       # dataset key -> default location (as written; absolute for a local run)
 
 
-def load_matrix(preset_path: str | Path, root: Path, data: dict[str, str] | None = None,
-                command: str | None = None, local: bool = False) -> Matrix:
-    """Plan a preset (relative paths from `root`); `data` overrides dataset locations as reproduce.py's --data.
+def load_matrix(preset_path: str | Path, root: Path, data: list[str] = (), command: str | None = None,
+                local: bool = False) -> Matrix:
+    """Plan a preset (relative paths from `root`); `data`: `--data DATASET=[SOURCE:]LOCATION` items overriding
+    where a dataset's copy is.
 
     Compiled for a cluster (`local` False), nothing of this machine goes in: locations as written, and a copy
     missing here is not a reason to leave a dataset out (the cluster reads its own). `local`: a run here."""
-    from skdd.reproduce.matrix import Plan, base_file, load_preset, node_params, resolve_dataset
+    from skdd.reproduce.matrix import Plan, base_file, load_preset, node_params, parse_data, resolve_dataset
     from skdd.reproduce.results import matrix_spec
 
     preset_path = Path(preset_path)
     preset = load_preset(preset_path)
-    data = data or {}
+    data = parse_data(list(data), preset["datasets"])
     datasets = {k: resolve_dataset(k, v, data.get(k), root) for k, v in preset["datasets"].items()}
     if not local:
         for d in datasets.values():
@@ -108,7 +109,9 @@ def stage_text(node, base: str) -> str:
 
 
 def _label(node) -> str:
-    return next(json.loads(o.split("=", 1)[1]) for o in node.overrides if o.startswith("label="))
+    from skdd.reproduce.matrix import override
+
+    return override(node.overrides, "label")
 
 
 def build_reproduce_pipeline(options: PipelineOptions, matrix: Matrix, datasets: list[str] | None = None):
@@ -199,9 +202,8 @@ def build_reproduce_pipeline(options: PipelineOptions, matrix: Matrix, datasets:
                 for e in evals:
                     collect(d, e)
             # the pretrained GAN's own rows (cgan-only): a loop of one, so they reach the results like the rest
-            if tails(f"{d}/gan"):
-                label = _label(nodes[tails(f"{d}/gan")[0][0]])
-                with dsl.ParallelFor([{"label": label}], name="pretrained") as g:
+            if own := tails(f"{d}/gan"):
+                with dsl.ParallelFor([{"label": _label(nodes[own[0][0]])}], name="pretrained") as g:
                     evals = evaluations(data, teacher, gan, signature(f"{d}/gan"), g.label)
                 for e in evals:
                     collect(d, e)
@@ -226,8 +228,7 @@ def build_reproduce_pipeline(options: PipelineOptions, matrix: Matrix, datasets:
             raise ValueError(f"preset {matrix.preset['name']}: no cell to run")
         results = platform(c.reproduce_results(records=state["records"], matrix=json.dumps(matrix.spec)),
                            "results", cache=False)
-        outputs = NamedTuple("Outputs", [("results", Artifact), ("page", Markdown)])
-        return outputs(results=results.outputs["results"], page=results.outputs["page"])
+        return outputs_type(results=results.outputs["results"], page=results.outputs["page"])
 
     # the signature KFP reads: artifact_root, s3_endpoint_url, then data_<key> per dataset (str, with defaults)
     params = [inspect.Parameter("artifact_root", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=options.artifact_root,

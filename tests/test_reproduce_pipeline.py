@@ -120,6 +120,6 @@ def test_compile_preset_errors_are_one_line(tmp_path, capsys):
 def test_data_override_sets_the_parameter_default(tmp_path):
     from pipelines.reproduce_pipeline import load_matrix
 
-    matrix = load_matrix(PRESETS / "smoke.yaml", ROOT, {"mnist": "idx:s3://bucket/mnist"})
+    matrix = load_matrix(PRESETS / "smoke.yaml", ROOT, ["mnist=idx:s3://bucket/mnist"])
     assert matrix.locations == {"mnist": "s3://bucket/mnist"}
     assert load_matrix(PRESETS / "smoke.yaml", ROOT).locations == {"mnist": "../shared/datasets/mnist"}

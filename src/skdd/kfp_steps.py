@@ -143,8 +143,8 @@ def _run_step(stage: str, outputs: Mapping[str, Any], *, params_yaml: str, artif
         os.environ["SKDD_S3_ENDPOINT_URL"] = s3_endpoint_url
     overrides = overrides_from(options)
     inputs = {name: art for name, art in (inputs or {}).items() if art is not None}   # optional ones unset
-    input_uris = {name: artifact_uri(art, name) for name, art in (inputs or {}).items()}
-    input_shas = {name: str((art.metadata or {}).get("manifest_sha256", "")) for name, art in (inputs or {}).items()}
+    input_uris = {name: artifact_uri(art, name) for name, art in inputs.items()}
+    input_shas = {name: str((art.metadata or {}).get("manifest_sha256", "")) for name, art in inputs.items()}
     with tempfile.TemporaryDirectory(prefix="skdd-params-") as tmp:
         params_file = Path(tmp) / "params.yaml"
         params_file.write_text(params_yaml)

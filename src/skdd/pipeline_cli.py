@@ -258,19 +258,10 @@ def load_reproduce_matrix(preset: str, data: list[str], root: Path | None = None
     path = Path(preset)
     if not path.is_file():
         raise SkddError(f"--preset: {preset} not found")
-    overrides = {}
-    for item in data:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise SkddError(f"--data {item!r}: expected DATASET=[SOURCE:]LOCATION")
-        overrides[key] = value
     try:
-        matrix = reproduce_pipeline.load_matrix(path, (root or Path.cwd()).resolve(), overrides)
+        return reproduce_pipeline, reproduce_pipeline.load_matrix(path, (root or Path.cwd()).resolve(), data)
     except PresetError as exc:
         raise SkddError(str(exc)) from None
-    if unknown := sorted(set(overrides) - set(matrix.preset["datasets"])):
-        raise SkddError(f"--data {unknown[0]}: not a dataset of the preset ({', '.join(matrix.preset['datasets'])})")
-    return reproduce_pipeline, matrix
 
 
 def compile_matrix(options, args: argparse.Namespace) -> Path:

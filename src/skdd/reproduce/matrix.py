@@ -140,6 +140,28 @@ def _ov(section: dict) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in (section or {}).items()]
 
 
+def override(overrides: list[str], key: str) -> Any:
+    """The value an override list (as `_ov` writes it) sets for `key`, or None."""
+    for o in overrides:
+        name, _, value = o.partition("=")
+        if name == key:
+            return json.loads(value)
+    return None
+
+
+def parse_data(items: list[str], datasets: dict) -> dict[str, str]:
+    """`--data DATASET=[SOURCE:]LOCATION` items as {dataset key: location}, each naming one of `datasets`."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise PresetError(f"--data {item!r}: expected DATASET=[SOURCE:]LOCATION")
+        if key not in datasets:
+            raise PresetError(f"--data {key}: not a dataset of the preset ({', '.join(datasets)})")
+        out[key] = value
+    return out
+
+
 @dataclass
 class Node:
     key: str                  # output folder, relative to the work folder
@@ -311,7 +333,7 @@ def eval_section(node: Node) -> str:
     """Which budget an evaluate node reports under: evaluate_strict, evaluate_dim or evaluate_full."""
     if "/eval-full-" in node.key:
         return "evaluate_full"
-    return "evaluate_" + next(o.split("=", 1)[1].strip('"') for o in node.overrides if o.startswith("protocol="))
+    return "evaluate_" + override(node.overrides, "protocol")
 
 
 SETTINGS_KEYS = {"pretrain": ("steps", "batch_size", "g_width", "d_width"),

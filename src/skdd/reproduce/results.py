@@ -12,18 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from skdd.reproduce.matrix import SCHEMA, Plan, plan_settings
+from skdd.reproduce.matrix import SCHEMA, Plan, override, plan_settings
 from skdd.reproduce.paper import PROTOCOL_LABELS
-
-
-def _override(overrides: list[str], key: str) -> str | None:
-    import json
-
-    for o in overrides:
-        name, _, value = o.partition("=")
-        if name == key:
-            return json.loads(value)
-    return None
 
 
 def matrix_spec(preset: dict, plan: Plan, base: str, command: str, preset_file: str) -> dict:
@@ -34,8 +24,8 @@ def matrix_spec(preset: dict, plan: Plan, base: str, command: str, preset_file: 
         distill = next((plan.nodes[k] for k in cell.chain if plan.nodes[k].stage == "distill"), None)
         cells.append({"id": cell.id, "dataset": cell.dataset, "ipc": cell.ipc, "method": cell.method,
                       "protocol": cell.protocol, "lambda_multiplier": cell.lambda_multiplier,
-                      "label": _override(ev.overrides, "label"),
-                      "loss": _override(distill.overrides, "loss") if distill else None})
+                      "label": override(ev.overrides, "label"),
+                      "loss": override(distill.overrides, "loss") if distill else None})
     datasets = {k: {"name": d.name, "label": d.label, "data_copy": d.data_copy, "source": d.source,
                     "location": d.written or d.location, "missing": d.missing} for k, d in plan.datasets.items()}
     return {"schema": SCHEMA, "preset": preset["name"], "preset_file": preset_file,
@@ -61,9 +51,12 @@ def evaluation_record(dataset: str, uri: str, metrics: dict) -> dict:
 
     stages: dict[str, dict] = {}
     distill: dict | None = None
-    todo = [uri]
+    todo, seen = [uri], set()
     while todo:
         current = todo.pop(0)
+        if current in seen:      # shared ancestors (the dataset, the teacher) are verified once, not per path
+            continue
+        seen.add(current)
         manifest = existing_artifact(current)
         if manifest is None:
             continue
