@@ -14,12 +14,15 @@ then the preset's section, then what the row needs):
   the frozen generator, from the confidence+coverage set), `+refine+dm-pixel` (pixel DM from the refined set: does
   the generator's start still matter once pixels move?); with `with_distill: true` also the SKD-distilled generator
   with the same selection and refine (`skd+refine`) and the GAN-only control at equal steps (`gan-only+refine`);
+* `truncations: [null, 1.0, 0.5]` (optional): the generator's own sample with its noise truncated to [-ψ, ψ]; every
+  ψ is evaluated on the **validation** split (`evaluate split=val`) for every seed, the best mean over seeds is
+  chosen there, and only that ψ is tested (`gan+truncation`): no choice ever reads the test split;
 * `cross_arch: [convnet3, resnet18, alexnet, vgg11]`: random, dm-pixel and the first seed's `gan+refine` set
   evaluated on every listed architecture (generalisation is where a generator prior claims to help).
 
 Order: phases by importance, each over every IPC and dataset: real rows and the refined set of every seed, then
-pixel DM from the better starts, then the selection ablation, then cross-architecture, then the distilled rows,
-so a run stopped early has the rows that matter most on every dataset.
+pixel DM from the better starts, then the selection ablation, then truncation, then cross-architecture, then the
+distilled rows, so a run stopped early has the rows that matter most on every dataset.
 
 `--phases`, `--ipc` and `--datasets` run part of the preset (in the order given); such a partial run keeps the
 rows of `results.json` it did not touch, so the page still shows everything measured so far. A full run
@@ -48,12 +51,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_MD = REPO / "docs" / "results.md"
 SELECTIONS = ("none", "confidence", "coverage", "confidence+coverage")
-GAN_ROWS = ["gan", "gan+confidence", "gan+coverage", "gan+confidence+coverage", "gan+refine",
+GAN_ROWS = ["gan", "gan+truncation", "gan+confidence", "gan+coverage", "gan+confidence+coverage", "gan+refine",
             "gan+refine+dm-pixel"]
 DISTILL_ROWS = ["gan-only+refine", "skd+refine"]
 REAL_ROWS = ["random", "kcenter", "herding", "dm-pixel", "herding+dm-pixel"]
 PAIRED = [("skd+refine", "gan-only+refine"), ("gan-only+refine", "gan+refine")]   # (row, control) per seed
-PHASES = ("headline", "polish", "ablation", "cross_arch", "distilled")     # Runner methods, in order of importance
+PHASES = ("headline", "polish", "ablation", "truncation", "cross_arch", "distilled")   # Runner methods, by importance
+NOT_IPC = ("data_note", "cross_arch", "val", "truncation")     # a dataset's cells that are not an IPC's rows
 
 
 def row_name(gname: str, selection: str) -> str:
@@ -92,13 +96,15 @@ class Runner:
         self.wall[str(out.relative_to(self.work))] = round(time.perf_counter() - t0, 1)
         return out
 
-    def evaluate(self, data: Path, synthetic: Path, label: str, ipc: int, architectures: list[str] | None = None) -> dict:
+    def evaluate(self, data: Path, synthetic: Path, label: str, ipc: int, architectures: list[str] | None = None,
+                 split: str = "test") -> dict:
         """Per-architecture trial accuracies of the strict protocol on `synthetic` (the preset's architectures, or
-        `architectures` for the cross-architecture rows, kept in a folder of their own)."""
-        out = synthetic.parent / f"eval-{'x-' if architectures else ''}{synthetic.name}"
+        `architectures` for the cross-architecture rows; `split` val to choose a setting; each in its own folder)."""
+        prefix = ("x-" if architectures else "") + ("val-" if split == "val" else "")
+        out = synthetic.parent / f"eval-{prefix}{synthetic.name}"
         extra = [f"architectures={json.dumps(architectures)}"] if architectures else []
         self.stage("evaluate", out, {"dataset": data, "synthetic": synthetic},
-                   [f"label={label}", f"ipc={ipc}", "protocol=strict"] + extra)
+                   [f"label={label}", f"ipc={ipc}", "protocol=strict", f"split={split}"] + extra)
         metrics = json.loads((out / "metrics.json").read_text())
         return {a: r["accuracies"] for a, r in metrics["architectures"].items()}
 
@@ -115,9 +121,12 @@ class Runner:
         self.record(cells, ipc, f"{gname}+refine", str(seed), self.evaluate(data, ref, f"{gname}+refine", ipc))
         return ref
 
-    def sample(self, k: Path, seed: int, gname: str, gpath: Path, teacher: Path, ipc: int, sel: str) -> Path:
-        return self.stage("sample", k / f"seed{seed}" / f"sample-{row_name(gname, sel)}", {"gan": gpath, "teacher": teacher},
-                          [f"ipc={ipc}", f"selection={sel}"] + (["candidates_per_class=null"] if sel == "none" else []))
+    def sample(self, k: Path, seed: int, gname: str, gpath: Path, teacher: Path, ipc: int, sel: str,
+               truncation: float | None = None) -> Path:
+        folder = f"sample-{row_name(gname, sel)}" + ("" if truncation is None else f"-psi{truncation}")
+        return self.stage("sample", k / f"seed{seed}" / folder, {"gan": gpath, "teacher": teacher},
+                          [f"ipc={ipc}", f"selection={sel}"] + (["candidates_per_class=null"] if sel == "none" else [])
+                          + ([] if truncation is None else [f"truncation={truncation}"]))
 
     def dataset(self, name: str, where: dict) -> dict:
         """Ingest and teacher of one dataset (reused when they exist); returns what the phases need."""
@@ -179,6 +188,27 @@ class Runner:
                 tag = row_name("gan", sel)
                 out = self.sample(k, seed, "gan", self.gan(ds, seed), ds["teacher"], ipc, sel)
                 self.record(ds["cells"], ipc, tag, str(seed), self.evaluate(ds["data"], out, tag, ipc))
+
+    def truncation(self, ds: dict, ipc: int) -> None:
+        """The generator's own sample with its noise truncated (`sample truncation=ψ`, BigGAN's trick): each ψ of
+        the preset's `truncations` (null: untruncated) on the validation split for every seed, the ψ with the best
+        mean over seeds chosen there, then only that ψ tested on the test split (row `gan+truncation`)."""
+        if not self.preset.get("truncations"):
+            return
+        k, data = ds["d"] / f"ipc{ipc}", ds["data"]
+        val = ds["cells"].setdefault("val", {}).setdefault(str(ipc), {})
+        for psi in self.preset["truncations"]:
+            tag = "gan" if psi is None else f"gan@psi={psi}"
+            for seed in self.preset["gan_seeds"]:
+                out = self.sample(k, seed, "gan", self.gan(ds, seed), ds["teacher"], ipc, "none", psi)
+                val.setdefault(tag, {"seeds": {}})["seeds"][str(seed)] = self.evaluate(data, out, tag, ipc, split="val")
+                self.on_result()
+        best = max(self.preset["truncations"],
+                   key=lambda p: summarise(val["gan" if p is None else f"gan@psi={p}"])["mean"])
+        ds["cells"].setdefault("truncation", {})[str(ipc)] = best
+        for seed in self.preset["gan_seeds"]:
+            out = self.sample(k, seed, "gan", self.gan(ds, seed), ds["teacher"], ipc, "none", best)
+            self.record(ds["cells"], ipc, "gan+truncation", str(seed), self.evaluate(data, out, "gan+truncation", ipc))
 
     def cross_arch(self, ds: dict, ipc: int) -> None:
         """Generalisation: the first seed's refined set against the real random subset and pixel DM."""
@@ -258,7 +288,7 @@ def render(results: dict, preset: dict, command: str) -> str:
                      "mean ± std over GAN seeds of each seed's mean over trials, per-seed means in brackets; "
                      "Δ random: the row's mean minus the random-real subset's:")
         lines.append("")
-        ipcs = [k for k in cells if k not in ("data_note", "cross_arch")]
+        ipcs = [k for k in cells if k not in NOT_IPC]
         if not ipcs:
             continue
         lines.append("| row | " + " | ".join(f"IPC {i}" for i in ipcs) + " |")
@@ -285,6 +315,14 @@ def render(results: dict, preset: dict, command: str) -> str:
             lines.append(f"- IPC {i}, {row} against {control} on the same GAN seed: {d['mean']:+.1f} ± "
                          f"{d['std']:.1f} (" + " / ".join(f"{v:+.1f}" for v in d["per_seed"]) + f"): {verdict(d)}")
         if pairs:
+            lines.append("")
+        for ipc, rows in (cells.get("val") or {}).items():
+            chosen = (cells.get("truncation") or {}).get(ipc, "—")
+            lines.append(f"- IPC {ipc}, the own sample's noise truncation ψ on the **validation** split (mean ± std "
+                         "over GAN seeds [per seed]; the best mean chosen, only it tested): " + "; ".join(
+                             f"{r}: {s['mean']:.1f} ± {s['std']:.1f} [" + ", ".join(
+                                 f"{v:.1f}" for v in s["per_seed"].values()) + "]"
+                             for r, s in ((r, summarise(v)) for r, v in rows.items())) + f"; chosen ψ = {chosen}")
             lines.append("")
         for ipc, rows in (cells.get("cross_arch") or {}).items():
             lines += cross_arch_table(ds, int(ipc), rows)

@@ -105,7 +105,7 @@ def test_cross_architecture_table_spread_and_paper_rows_by_hand():
     assert not any("paper" in line for line in cross_arch_table("cifar10", 1, rows))
 
 
-@pytest.mark.parametrize("name", ["cpu-fixed-set", "cpu-cifar10", "fixed-set-smoke"])
+@pytest.mark.parametrize("name", ["cpu-fixed-set", "cpu-cifar10", "cpu-default", "fixed-set-smoke"])
 def test_fixed_set_presets_validate_before_hours_of_compute(name):
     """A typo in a long preset would surface hours in, at the stage it reaches: each stage section, over its
     base file, must validate now, and every offline dataset must be one the offline copies know."""
@@ -125,6 +125,10 @@ def test_fixed_set_presets_validate_before_hours_of_compute(name):
     for stage in ("sample", "select"):                 # the runner sets ipc per cell
         for ipc in preset["ipc"]:
             load_stage_params(STAGES[stage].params_class(), stage, base, _ov(preset.get(stage)) + [f"ipc={ipc}"])
+        for psi in preset.get("truncations") or []:
+            load_stage_params(STAGES["sample"].params_class(), "sample", base,
+                              _ov(preset.get("sample")) + [f"ipc={ipc}", "selection=none", "candidates_per_class=null",
+                                                           f"truncation={'null' if psi is None else psi}"])
     load_stage_params(STAGES["refine"].params_class(), "refine", base, ["space=pixel"] + _ov(preset.get("refine_pixel")))
     for dataset, where in preset["datasets"].items():
         assert (where or {}).get("source", "offline") != "offline" or dataset in COPIES, dataset
@@ -143,7 +147,16 @@ def test_fixed_set_benchmark_smoke(tmp_path):
     row = results["datasets"]["tiny"]["2"]
     assert set(row) == {"random", "kcenter", "herding", "dm-pixel", "herding+dm-pixel", "gan", "gan+confidence",
                         "gan+coverage", "gan+confidence+coverage", "gan+refine", "gan+refine+dm-pixel",
-                        "gan-only+refine", "skd+refine"}
+                        "gan-only+refine", "skd+refine", "gan+truncation"}
+    # truncation: every ψ on val for both seeds, the best val mean chosen, only the chosen one tested
+    val = results["datasets"]["tiny"]["val"]["2"]
+    assert set(val) == {"gan", "gan@psi=0.5"} and all(set(v["seeds"]) == {"1", "2"} for v in val.values())
+    means = {r: sum(sum(a["convnet3"]) / 2 for a in v["seeds"].values()) / 2 for r, v in val.items()}
+    chosen = results["datasets"]["tiny"]["truncation"]["2"]
+    assert means["gan" if chosen is None else f"gan@psi={chosen}"] == max(means.values())
+    val_eval = tmp_path / "work" / "tiny" / "ipc2" / "seed1" / "eval-val-sample-gan-psi0.5"
+    assert json.loads((val_eval / "metrics.json").read_text())["split"] == "val"
+    assert "on the **validation** split" in stdout and f"chosen ψ = {chosen}" in stdout
     assert set(row["gan+refine+dm-pixel"]["seeds"]) == {"1", "2"}
     assert set(row["gan+refine"]["seeds"]) == {"1", "2"}                   # one evaluation per GAN seed
     for name, cells in row.items():

@@ -223,11 +223,30 @@ def test_bad_inputs_give_one_line_errors(art, tmp_path, capsys):
     one_line_error(capsys, ev(art["random"], "ipc=5"), "evaluate.ipc", "3 images per class")
     one_line_error(capsys, ev(art["random"], "trials=0"), "evaluate.trials")
     one_line_error(capsys, ev(art["random"], "protocol=best"), "evaluate.protocol")
+    one_line_error(capsys, ev(art["random"], "split=train"), "evaluate.split")
+    one_line_error(capsys, ["evaluate", "--dataset", str(empty), "--synthetic", str(art["random"]), "--out",
+                            str(out), "--set", "split=val"], "no 'val' split", "val_per_class")
     one_line_error(capsys, ev(art["gan"]), "GAN artifact", "protocol: dim")
     one_line_error(capsys, ev(art["random"], "protocol=dim", "ipc=3"), "dataset artifact", "GAN artifact")
     one_line_error(capsys, ev(art["gan"], "protocol=dim"), "evaluate.ipc")
     one_line_error(capsys, ev(tmp_path / "missing"), "input artifact not found")
     assert not out.exists() and not staging_dir(out).exists()
+
+
+def test_validation_split_is_tested_instead_of_test(art, strict_eval, tmp_path):
+    """split: val tests on the val images (2 per class in the tiny set, against 4 test images per class), says so
+    in metrics, manifest and report, and trains exactly as the test-split run with the same seed did."""
+    test_out, test_metrics = strict_eval
+    out = tmp_path / "ev-val"
+    m = evaluate(art, out, art["random"], EVAL + ["trials=3", "architectures=[convnet3, alexnet]", "seed=10",
+                                                  "split=val"])
+    assert (m["split"], m["test_images"]) == ("val", 20) and (test_metrics["split"], test_metrics["test_images"]) == \
+        ("test", 40)
+    losses = [t["train_loss"] for t in m["architectures"]["convnet3"]["trials"]]
+    assert losses == [t["train_loss"] for t in test_metrics["architectures"]["convnet3"]["trials"]]
+    assert lineage.read_manifest(out)["metrics"]["split"] == "val"
+    assert "validation accuracy" in (out / "report.md").read_text()
+    assert "validation" not in (test_out / "report.md").read_text()
 
 
 # ------------------------------------------------------------------------------------------------ resume
@@ -331,6 +350,10 @@ def test_comparison_keeps_protocols_apart():
     comp = comparison([metrics("dim", "skd"), metrics("strict", "skd")])
     assert [t["protocol"] for t in comp["tables"]] == ["strict", "dim"]
     assert all(len(t["rows"]) == 1 for t in comp["tables"])
+    val = {**metrics("strict", "skd"), "split": "val"}      # a figure for choosing, never beside a test figure
+    comp = comparison([metrics("strict", "skd"), val])
+    assert [t["protocol_label"] for t in comp["tables"]] == [PROTOCOL_LABELS["strict"],
+                                                            PROTOCOL_LABELS["strict"] + ", on the validation split"]
 
 
 # ------------------------------------------------------------------------------------------------ export

@@ -132,6 +132,7 @@ def test_bad_params_and_missing_inputs_are_one_line(art, tmp_path, capsys):
     one_line_error(capsys, base + ["--set", "candidates_per_class=1", "--set", "ipc=2"],
                    "sample.candidates_per_class", "fewer than ipc")
     one_line_error(capsys, base + ["--set", "selection=best"], "sample.selection", "best")
+    one_line_error(capsys, base + ["--set", "truncation=0"], "sample.truncation")
     one_line_error(capsys, base + ["--set", "selection=coverage", "--set", "candidates_per_class=20"],
                    "sample.selection", "--teacher")
     one_line_error(capsys, ["refine", "--dataset", str(art["data"]), "--synthetic", str(art["sample"]), "--out",
@@ -141,6 +142,28 @@ def test_bad_params_and_missing_inputs_are_one_line(art, tmp_path, capsys):
     one_line_error(capsys, ["teacher", "--dataset", str(art["data"]), "--out", str(out), "--set", "arch=lenet5"],
                    "teacher.arch", "lenet5")
     assert not out.exists()
+
+
+def test_truncated_noise_stays_inside_psi_is_seeded_and_recorded(art, tmp_path):
+    """sample.truncation: every noise entry inside [-ψ, ψ] (the untruncated draw has entries beyond it), the same
+    bytes for the same seed, the ψ in selection.json and the params; null leaves today's N(0, 1) draw unchanged."""
+    def draw(out, *extra):
+        run_stage("sample", output=str(out), inputs={"gan": str(art["gan"])},
+                  overrides=["ipc=20", "device=cpu", *extra])
+        return load_file(str(out / "latents.safetensors"))["z"]
+
+    plain, cut, again = draw(tmp_path / "plain"), draw(tmp_path / "cut", "truncation=0.5"), \
+        draw(tmp_path / "again", "truncation=0.5")
+    assert plain.abs().max() > 0.5 and cut.abs().max() <= 0.5 and torch.equal(cut, again)
+    assert cut.std() < plain.std()
+    assert json.loads((tmp_path / "cut" / "selection.json").read_text())["truncation"] == 0.5
+    assert lineage.read_manifest(tmp_path / "cut")["params"]["truncation"] == 0.5
+    from skdd.gan_artifact import noise
+
+    torch.manual_seed(0)       # null is the plain N(0, 1) draw, as before the option existed
+    a = noise(5, 7, torch.device("cpu"))
+    torch.manual_seed(0)
+    assert torch.equal(a, torch.randn(5, 7))
 
 
 def test_tampered_teacher_and_latents_are_refused(art, tmp_path, capsys):

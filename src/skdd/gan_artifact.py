@@ -60,8 +60,12 @@ class GanSpec:
                                                     **self._common())
 
 
-def noise(n: int, z_dim: int, device: torch.device) -> Tensor:
-    return torch.randn(n, z_dim, device=device)
+def noise(n: int, z_dim: int, device: torch.device, truncation: float | None = None) -> Tensor:
+    """G's input noise, N(0, I); with `truncation` ψ, each entry drawn from N(0, 1) truncated to [-ψ, ψ] (BigGAN's
+    truncation trick: fewer atypical draws, so more typical images, at the cost of variety)."""
+    if truncation is None:
+        return torch.randn(n, z_dim, device=device)
+    return torch.nn.init.trunc_normal_(torch.empty(n, z_dim, device=device), 0.0, 1.0, -truncation, truncation)
 
 
 def _save_weights(module: nn.Module, path: Path) -> None:

@@ -69,6 +69,11 @@ def _md_escape(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- one evaluation
+def split_words(metrics: dict) -> str:
+    """'test', or 'validation' for an evaluation made to choose a setting (metrics from before `split`: test)."""
+    return "validation" if metrics.get("split", "test") == "val" else "test"
+
+
 def evaluation_markdown(metrics: dict) -> str:
     """`report.md` of one evaluation: the protocol in the heading, one row (its label), one column per
     architecture, in the paper's layout."""
@@ -78,7 +83,8 @@ def evaluation_markdown(metrics: dict) -> str:
     lines = [
         f"# {metrics['dataset']}, IPC {_ipc_text(metrics['ipc'])}: {protocol}",
         "",
-        f"Top-1 test accuracy (%) on the real {metrics['dataset']} test set ({metrics['test_images']} images), "
+        f"Top-1 {split_words(metrics)} accuracy (%) on the real {metrics['dataset']} {split_words(metrics)} set "
+        f"({metrics['test_images']} images), "
         f"mean ± std ({STD_KIND}) over {metrics['trials']} trials (seeds {', '.join(map(str, seeds))}); "
         f"{metrics['epochs']} epochs per trial.",
         "",
@@ -108,7 +114,9 @@ def _entry_rows(all_metrics: Iterable[dict]) -> list[dict]:
     rows = []
     for m in all_metrics:
         for arch, r in m["architectures"].items():
-            rows.append({"dataset": m["dataset"], "protocol": m["protocol"], "protocol_label": m["protocol_label"],
+            val = m.get("split", "test") == "val"    # never in one table with test figures
+            rows.append({"dataset": m["dataset"], "protocol": m["protocol"] + ("@val" if val else ""),
+                         "protocol_label": m["protocol_label"] + (", on the validation split" if val else ""),
                          "label": m["label"], "ipc": m["ipc"], "arch": arch, "mean": r["mean"], "std": r["std"],
                          "trials": len(r["accuracies"]), "accuracies": list(r["accuracies"]),
                          "epochs": m["epochs"]})
@@ -174,7 +182,7 @@ def comparison_markdown(comp: dict) -> str:
         elif len(ipcs) == 1:
             single = f", IPC {next(iter(ipcs))}"
         lines += [f"## {t['dataset']}{single}: {t['protocol_label']}", "",
-                  f"Protocol: {PROTOCOL_NOTES.get(t['protocol'], t['protocol'])}.", "",
+                  f"Protocol: {PROTOCOL_NOTES.get(t['protocol'].split('@')[0], t['protocol'])}.", "",
                   "| Method | " + " | ".join(head(c) for c in t["columns"]) + " |",
                   "|---|" + "---|" * len(t["columns"])]
         for row in t["rows"]:

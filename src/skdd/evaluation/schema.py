@@ -45,7 +45,8 @@ class EvaluationMetrics(TypedDict):
     training_set: str           # what the classifiers trained on, in words
     train_images_per_epoch_note: str
     train_images: int | None    # strict: the fixed set's size; dim: None (fresh images)
-    test_images: int
+    split: str                  # the real split tested on: "test", or "val" when choosing a setting
+    test_images: int            # images of that split
     epochs: int
     batch_size: int
     lr: float

@@ -1,7 +1,8 @@
 """Stage 5: test accuracy of classifiers trained on a synthetic set (or generator), mean ± std over trials.
 
 Inputs:
-  * `dataset`   the real dataset artifact; its **test** split is the test set, its mean/std normalise every
+  * `dataset`   the real dataset artifact; its **test** split is the test set (`split: val` tests on its
+                validation split instead, to choose a setting without the test split), its mean/std normalise every
                 classifier input (train and test alike), its name picks the DSA strategy (no flip for digits);
   * `synthetic` what the classifiers train on:
       - protocol `strict`: a dataset artifact with a `train` split (from `sample`, `select` or `ingest`), a FIXED
@@ -73,6 +74,7 @@ from skdd.models import check_classifier_param
 from skdd.stages.common import load_dataset, open_input
 
 PROTOCOLS = ("strict", "dim")
+SPLITS = ("test", "val")   # val: choosing settings (ψ, steps, a checkpoint) without reading the test split
 PAPER_DIM_BATCH = {1: 32, 10: 64, 50: 128}   # SKD paper: batch 32/64/128 for IPC 1/10/50
 DEFAULT_DIM_BATCH = 64
 
@@ -98,6 +100,8 @@ class EvaluateParams:
     device: str = param("auto", choices=DEVICES)
     checkpoint_every_epochs: int = param(50, ge=1)
     label: str | None = param(None, help="row label in tables (e.g. skd, random, gan-only); null: from the input")
+    split: str = param("test", choices=SPLITS, help="the real split tested on: test (what tables report) or val "
+                                                    "(to choose a setting without touching the test split)")
 
     def check(self, section: str) -> None:
         if not self.architectures:
@@ -350,7 +354,8 @@ def build_metrics(params: EvaluateParams, training: _Training, real, test: Image
         "schema": METRICS_SCHEMA, "label": label, "dataset": real.name, "num_classes": test.num_classes,
         "ipc": training.ipc, "protocol": params.protocol, "protocol_label": PROTOCOL_LABELS[params.protocol],
         "training_set": training.description, "train_images_per_epoch_note": per_epoch,
-        "train_images": training.train_images, "test_images": len(test), "epochs": params.epochs,
+        "train_images": training.train_images, "split": params.split, "test_images": len(test),
+        "epochs": params.epochs,
         "batch_size": batch, "lr": params.lr, "momentum": params.momentum, "weight_decay": params.weight_decay,
         "augment": augment, "width": params.width,
         "checks": params.checks if params.protocol == "dim" else None, "trials": params.trials,
@@ -365,10 +370,11 @@ def run(params: EvaluateParams, inputs: dict[str, str], output: str) -> dict:
     seed_everything(params.seed, device)
     if not inputs.get("dataset"):
         raise SkddError("evaluate: missing input --dataset")
-    real = load_dataset(inputs["dataset"], splits=("test",))
-    if real.test is None:
-        raise SkddError(f"{real.path}: dataset artifact has no 'test' split to evaluate on")
-    test = real.test
+    real = load_dataset(inputs["dataset"], splits=(params.split,))
+    test = getattr(real, params.split)
+    if test is None:
+        raise SkddError(f"{real.path}: dataset artifact has no {params.split!r} split to evaluate on"
+                        + (" (ingest with val_per_class > 0)" if params.split == "val" else ""))
     if params.protocol == "strict":
         if not inputs.get("synthetic"):
             raise SkddError("evaluate: missing input --synthetic (the fixed training set)")
@@ -398,8 +404,9 @@ def run(params: EvaluateParams, inputs: dict[str, str], output: str) -> dict:
             telemetry.report_accuracy(dataset=metrics["dataset"], architecture=arch, ipc=metrics["ipc"],
                                       protocol=metrics["protocol"], label=metrics["label"], **acc)
         info = {k: metrics[k] for k in ("label", "dataset", "ipc", "protocol", "protocol_label", "trials", "epochs",
-                                        "generator_weights")}
+                                        "generator_weights", "split")}
         return lineage.write_manifest(
             stage, kind="evaluation", stage="evaluate", params=as_dict(params), params_hash=params_hash(params),
-            inputs=records, metrics={"accuracy": summary, "protocol": params.protocol, "ipc": training.ipc},
+            inputs=records, metrics={"accuracy": summary, "protocol": params.protocol, "ipc": training.ipc,
+                                     "split": params.split},
             extra={"evaluation": info}, device=str(device))

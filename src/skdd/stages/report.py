@@ -74,7 +74,7 @@ def run(params: ReportParams, inputs: dict[str, str], output: str) -> dict:
         (stage / "comparison.json").write_text(json.dumps(comp, indent=2) + "\n")
         for t, arch, series in plots:
             name = "accuracy_vs_ipc.png" if len(plots) == 1 else \
-                f"accuracy_vs_ipc-{_slug(t['dataset'])}-{t['protocol']}-{_slug(arch)}.png"
+                f"accuracy_vs_ipc-{_slug(t['dataset'])}-{_slug(t['protocol'])}-{_slug(arch)}.png"
             plot_ipc(series, f"{t['dataset']}, {arch_title(arch)}: {t['protocol_label']}", stage / name)
         summary = {f"{t['dataset']}/{t['protocol']}/{row['label']}/{cell}": round(v["mean"], 4)
                    for t in comp["tables"] for row in t["rows"] for cell, v in row["cells"].items()}

@@ -51,6 +51,8 @@ class SampleParams:
                                                             "unless none)")
     confidence_quantile: float = param(0.5, ge=0, le=0.99, help="confidence: drop candidates below this quantile "
                                                                 "of their class's own-label teacher probability")
+    truncation: float | None = param(None, gt=0, help="draw G's noise from N(0, 1) truncated to [-ψ, ψ] (BigGAN's "
+                                                      "trick; choose ψ on the validation split); null: N(0, 1)")
     kmeans_iters: int = param(30, ge=1)
     batch_size: int = param(500, ge=1)
     device: str = param("auto", choices=DEVICES)
@@ -68,8 +70,8 @@ class SampleParams:
 
 
 @torch.no_grad()
-def generate_with_latents(g, spec, per_class: int, batch_size: int,
-                          device: torch.device) -> tuple[ImageDataset, torch.Tensor]:
+def generate_with_latents(g, spec, per_class: int, batch_size: int, device: torch.device,
+                          truncation: float | None = None) -> tuple[ImageDataset, torch.Tensor]:
     """`per_class` images per class, class-major, and the noise vectors that made them; G in eval mode so
     BatchNorm uses its running statistics."""
     g.eval()
@@ -77,7 +79,7 @@ def generate_with_latents(g, spec, per_class: int, batch_size: int,
     chunks, latents = [], []
     for start in range(0, len(labels), batch_size):
         y = labels[start:start + batch_size]
-        z = noise(len(y), spec.z_dim, device)
+        z = noise(len(y), spec.z_dim, device, truncation)
         latents.append(z.cpu())
         chunks.append(Pixels.gan_to_u8(g(z, y)).cpu())
     ds = ImageDataset(images=torch.cat(chunks), labels=labels.cpu(), classes=list(spec.classes))
@@ -121,7 +123,8 @@ def run(params: SampleParams, inputs: dict[str, str], output: str) -> dict:
         check_teacher_fits(teacher, (spec.in_channels, spec.image_size, spec.image_size), spec.num_classes,
                            f"generator {gan_path}")
         records.append(lineage.input_record("teacher", inputs["teacher"], teacher.path))
-    candidates, z = generate_with_latents(g, spec, params.candidates, params.batch_size, device)
+    candidates, z = generate_with_latents(g, spec, params.candidates, params.batch_size, device,
+                                          params.truncation)
     own = feats = None
     if teacher is not None:
         feats, probs = teacher.features_and_probs(candidates.images)
@@ -135,7 +138,7 @@ def run(params: SampleParams, inputs: dict[str, str], output: str) -> dict:
         save_grid(ds, params.ipc, stage / "grid.png")
         save_latents(stage / LATENTS_FILE, z[keep], ds.labels)
         (stage / SELECTION_FILE).write_text(json.dumps(
-            {"selection": params.selection, "candidates_per_class": params.candidates,
+            {"selection": params.selection, "candidates_per_class": params.candidates, "truncation": params.truncation,
              "confidence_quantile": params.confidence_quantile if "confidence" in params.selection else None,
              "kept_candidate_indices": [int(i) for i in keep.tolist()], "teacher_own_label_probability": scores})
             + "\n")
