@@ -50,6 +50,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_MD = REPO / "docs" / "results.md"
+RESULTS_JSON = REPO / "docs" / "results"      # <preset>.json: the numbers behind each section
 SELECTIONS = ("none", "confidence", "coverage", "confidence+coverage")
 GAN_ROWS = ["gan", "gan+truncation", "gan+confidence", "gan+coverage", "gan+confidence+coverage", "gan+refine",
             "gan+refine+dm-pixel"]
@@ -356,8 +357,13 @@ def cross_arch_table(dataset: str, ipc: int, rows: dict) -> list[str]:
     return lines
 
 
-def write_section(text: str, name: str, kind: str = "fixed-set") -> None:
-    """Replace (or append) the `<!-- kind:name begin/end -->` section of docs/results.md."""
+def write_section(text: str, name: str, kind: str = "fixed-set", results: dict | None = None) -> None:
+    """Replace (or append) the `<!-- kind:name begin/end -->` section of docs/results.md, and commit-ready beside it
+    the numbers it was rendered from (`docs/results/<name>.json`): `runs/` is not versioned, so without the JSON a
+    page could not be re-rendered or audited on another machine."""
+    if results is not None:
+        RESULTS_JSON.mkdir(exist_ok=True)
+        (RESULTS_JSON / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     md = RESULTS_MD.read_text()
     begin, end = f"<!-- {kind}:{name} begin -->", f"<!-- {kind}:{name} end -->"
     if begin in md:
@@ -365,6 +371,15 @@ def write_section(text: str, name: str, kind: str = "fixed-set") -> None:
     else:
         md = md.rstrip("\n") + "\n\n" + text
     RESULTS_MD.write_text(md)
+
+
+def committed_results(results_path: Path, name: str) -> Path:
+    """What --render-only renders: the work folder's results, else the committed docs/results/<name>.json."""
+    if results_path.is_file():
+        return results_path
+    if (RESULTS_JSON / f"{name}.json").is_file():
+        return RESULTS_JSON / f"{name}.json"
+    raise SystemExit(f"--render-only: neither {results_path} nor {RESULTS_JSON / f'{name}.json'} exists")
 
 
 def run_and_save(runner: Runner, run, results: dict, results_path: Path, name: str, command: str) -> None:
@@ -420,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     results_path = work / "results.json"
     command = f"python benchmarks/fixed_set.py --preset {args.preset} --work {args.work}"
     if args.render_only:
-        results = json.loads(results_path.read_text())
+        results = json.loads(committed_results(results_path, preset["name"]).read_text())
     else:
         results = {}
         runner = Runner(preset, work)
@@ -430,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, preset, command)
     print(text)
     if not args.no_docs:
-        write_section(text, preset["name"])
+        write_section(text, preset["name"], results=results)
     return 0
 
 

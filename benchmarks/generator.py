@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from fixed_set import Runner, _ov, paired, run_and_save, summarise, verdict, write_section
+from fixed_set import Runner, _ov, committed_results, paired, run_and_save, summarise, verdict, write_section
 
 
 class GeneratorRunner(Runner):
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     command = f"python benchmarks/generator.py --preset {args.preset} --work {args.work}"
     previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if args.render_only:
-        results = previous
+        results = json.loads(committed_results(results_path, preset["name"]).read_text())
     else:
         results = dict(previous)
         runner = GeneratorRunner(preset, work)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, preset, command)
     print(text)
     if not args.no_docs:
-        write_section(text, preset["name"], kind="generator")
+        write_section(text, preset["name"], kind="generator", results=results)
     return 0
 
 

@@ -222,3 +222,25 @@ def test_generator_benchmark_smoke(tmp_path):
     again = run_script("generator.py", "--preset", str(path), "--work", str(work), "--no-docs")
     assert "fixed-set: " not in again and json.loads((work / "results.json").read_text())["datasets"] \
         == results["datasets"]
+
+
+def test_a_results_section_is_written_with_the_numbers_behind_it(tmp_path, monkeypatch):
+    """docs/results/<preset>.json beside each section, and --render-only falls back to it when the (unversioned)
+    work folder is gone: the page can be re-rendered and audited on another machine."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import fixed_set
+
+    monkeypatch.setattr(fixed_set, "RESULTS_MD", tmp_path / "results.md")
+    monkeypatch.setattr(fixed_set, "RESULTS_JSON", tmp_path / "results")
+    (tmp_path / "results.md").write_text("# Results\n\n<!-- fixed-set:p begin -->\nold\n<!-- fixed-set:p end -->\ntail\n")
+    fixed_set.write_section("<!-- fixed-set:p begin -->\nnew\n<!-- fixed-set:p end -->\n", "p", results={"a": 1})
+    assert (tmp_path / "results.md").read_text() == \
+        "# Results\n\n<!-- fixed-set:p begin -->\nnew\n<!-- fixed-set:p end -->\ntail\n"
+    assert json.loads((tmp_path / "results" / "p.json").read_text()) == {"a": 1}
+    work = tmp_path / "work" / "results.json"
+    assert fixed_set.committed_results(work, "p") == tmp_path / "results" / "p.json"
+    work.parent.mkdir()
+    work.write_text("{}")
+    assert fixed_set.committed_results(work, "p") == work          # the work folder's own numbers come first
+    with pytest.raises(SystemExit, match="neither"):
+        fixed_set.committed_results(tmp_path / "none.json", "q")
