@@ -319,6 +319,7 @@ def render(results: dict, preset: dict, command: str) -> str:
             lines.append("")
         for ipc, rows in (cells.get("val") or {}).items():
             chosen = (cells.get("truncation") or {}).get(ipc, "—")
+            chosen = "null (untruncated)" if chosen is None else chosen
             lines.append(f"- IPC {ipc}, the own sample's noise truncation ψ on the **validation** split (mean ± std "
                          "over GAN seeds [per seed]; the best mean chosen, only it tested): " + "; ".join(
                              f"{r}: {s['mean']:.1f} ± {s['std']:.1f} [" + ", ".join(

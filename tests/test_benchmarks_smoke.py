@@ -156,7 +156,7 @@ def test_fixed_set_benchmark_smoke(tmp_path):
     assert means["gan" if chosen is None else f"gan@psi={chosen}"] == max(means.values())
     val_eval = tmp_path / "work" / "tiny" / "ipc2" / "seed1" / "eval-val-sample-gan-psi0.5"
     assert json.loads((val_eval / "metrics.json").read_text())["split"] == "val"
-    assert "on the **validation** split" in stdout and f"chosen ψ = {chosen}" in stdout
+    assert "on the **validation** split" in stdout and f"chosen ψ = {'null (untruncated)' if chosen is None else chosen}" in stdout
     assert set(row["gan+refine+dm-pixel"]["seeds"]) == {"1", "2"}
     assert set(row["gan+refine"]["seeds"]) == {"1", "2"}                   # one evaluation per GAN seed
     for name, cells in row.items():
