@@ -69,6 +69,31 @@ def test_projection_critic_is_spectrally_normalised_and_label_conditioned(size, 
     assert out_a.shape == (4,) and not torch.allclose(out_a, out_b)      # the label changes the score
 
 
+class TwoHeadCritic(nn.Module):
+    """src = the image's mean; class logits = (mean, −mean): scores chosen by hand."""
+
+    def forward(self, x):
+        m = x.flatten(1).mean(1)
+        return m, torch.stack([m, -m], 1)
+
+
+def test_real_only_class_head_loss_hand_computed():
+    """wgan-gp-ac-real: Wasserstein estimate + the class head's CE on real images only, whatever the fakes'
+    labels; DiM's loss adds the CE of the fakes under their requested labels."""
+    import math
+
+    from skdd.losses import discriminator_loss, discriminator_loss_real_ac
+
+    real, fake = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)       # src 0 and 1; logits (0, 0) and (1, −1)
+    y_real = torch.tensor([0, 1])
+    for y_fake in (torch.tensor([0, 0]), torch.tensor([1, 1])):
+        loss = discriminator_loss_real_ac(TwoHeadCritic(), real, y_real, fake, y_fake, gp_weight=0.0)
+        assert loss.item() == pytest.approx(1.0 + math.log(2))          # (1 − 0) + CE(uniform) = 1 + ln 2
+    dim = discriminator_loss(TwoHeadCritic(), real, y_real, fake, torch.tensor([1, 1]), gp_weight=0.0)
+    assert dim.item() == pytest.approx(1.0 + math.log(2) + math.log(1 + math.exp(2)))   # + CE((1, −1), class 1)
+    assert GAN_OBJECTIVES["wgan-gp-ac-real"].generator_loss is GAN_OBJECTIVES["wgan-gp-ac"].generator_loss
+
+
 def test_every_objective_names_a_registered_discriminator():
     from skdd.models import list_models
 

@@ -92,6 +92,24 @@ def discriminator_loss(
     return wasserstein + ce + gradient_penalty(critic, real, fake, gp_weight)
 
 
+def discriminator_loss_real_ac(
+    critic: nn.Module, real: Tensor, real_labels: Tensor, fake: Tensor, fake_labels: Tensor, gp_weight: float = 10.0
+) -> Tensor:
+    """DiM's critic loss with the auxiliary classifier trained on **real** images only.
+
+    In AC-GAN (and DiM) D's class head also learns the fakes' requested labels. A generator that draws a good 6
+    when asked for a 5 then teaches D that such a 6 is a "5", and G's class loss stops pushing it back: the
+    wrong-class digits of the weak GAN seeds. Trained on real images only, the head stays a classifier of real
+    classes, so G's cross-entropy through it pulls every image toward its requested class."""
+    del fake_labels
+    src_real, cls_real = critic(real)
+    src_fake, _ = critic(fake.detach())
+    loss = src_fake.float().mean() - src_real.float().mean() + F.cross_entropy(cls_real.float(), real_labels)
+    if gp_weight == 0:   # a lazy-regularisation step: no penalty pass
+        return loss
+    return loss + gradient_penalty(critic, real, fake, gp_weight)
+
+
 def wgan_ac_generator_loss(critic: nn.Module, fake: Tensor, labels: Tensor) -> Tensor:
     """`generator_adv_loss` on the critic's two heads for G's images."""
     src, cls = critic(fake)
@@ -126,4 +144,5 @@ class GanObjective:
 GAN_OBJECTIVES: dict[str, GanObjective] = {
     "wgan-gp-ac": GanObjective("discriminator", wgan_ac_generator_loss, discriminator_loss),   # DiM, the paper
     "hinge-proj": GanObjective("projection-discriminator", hinge_generator_loss, hinge_critic_loss),
+    "wgan-gp-ac-real": GanObjective("discriminator", wgan_ac_generator_loss, discriminator_loss_real_ac),
 }

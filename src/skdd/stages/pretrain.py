@@ -1,6 +1,7 @@
 """Stage 2: pre-train the conditional GAN: WGAN-GP critic + auxiliary classifier as DiM's gen_condense.py
 (`gan_loss: wgan-gp-ac`, the paper's), or hinge loss with a spectrally normalised projection critic
-(`hinge-proj`, SNGAN-projection / BigGAN style: no gradient penalty, so a cheaper critic step).
+(`hinge-proj`, SNGAN-projection / BigGAN style: no gradient penalty, so a cheaper critic step), or DiM's with the
+critic's class head trained on real images only (`wgan-gp-ac-real`: a wrong-class fake cannot teach it its label).
 
 One generator step, then one critic step, per real batch. The critic's step draws fresh random
 labels for its fake batch, as DiM does, so the critic sees every class evenly.
@@ -45,7 +46,8 @@ class PretrainParams(ProbeParams):
     gp_every: int = param(1, ge=1, help="lazy gradient penalty: on one critic step in N, weighted N times (1: every "
                                        "step, DiM; wgan-gp-ac only)")
     gan_loss: str = param("wgan-gp-ac", choices=tuple(GAN_OBJECTIVES),
-                          help="wgan-gp-ac (DiM, the paper) | hinge-proj (spectral-norm projection critic)")
+                          help="wgan-gp-ac (DiM, the paper) | hinge-proj (spectral-norm projection critic) | "
+                               "wgan-gp-ac-real (DiM's, D's class head trained on real images only)")
     g_width: int = param(196, ge=1)
     d_width: int = param(196, ge=1)
     z_dim: int = param(100, ge=2)
