@@ -33,7 +33,7 @@ from skdd.augment import STRATEGY_DIGITS, DiffAug
 from skdd.checkpoint import Checkpointer
 from skdd.data.batches import Pixels
 from skdd.data.dataset import ImageDataset
-from skdd.device import autocast, prepare_module, resolve_device, seed_everything
+from skdd.device import amp_on, autocast, prepare_module, resolve_device, seed_everything
 from skdd.evaluation.protocols import LR_DECAY_FACTOR, TrainConfig, train_strict
 from skdd.models import create_model
 from skdd.stages.evaluate import EpochSaver
@@ -71,7 +71,7 @@ def plain_trial(cfg: TrainConfig, train: ImageDataset, test: ImageDataset, pixel
         for b in range(0, n, cfg.batch_size):
             idx = perm[b:b + cfg.batch_size]
             x = aug(pixels.classifier(train.images[idx]), shared=False)
-            with autocast(device, cfg.amp):
+            with autocast(device, amp_on(device, cfg.amp)):
                 logits = model(x.contiguous(memory_format=layout))
             loss = F.cross_entropy(logits.float(), train.labels[idx])
             opt.zero_grad(set_to_none=True)
@@ -82,7 +82,7 @@ def plain_trial(cfg: TrainConfig, train: ImageDataset, test: ImageDataset, pixel
     with torch.no_grad():
         for b in range(0, len(test), 500):
             x = pixels.classifier(test.images[b:b + 500])
-            with autocast(device, cfg.amp):
+            with autocast(device, amp_on(device, cfg.amp)):
                 logits = model(x.contiguous(memory_format=layout))
             correct += (logits.argmax(1) == test.labels[b:b + 500]).sum()
     return int(correct.item()) / len(test)

@@ -294,7 +294,12 @@ class Bench:
         a = self.args
         return from_dict(DistillParams, {"device": self.device.type, "batch_size": a.batch_size, "pool": [arch],
                                          "pool_width": a.pool_width, "pool_steps": a.pool_steps, "amp": amp,
-                                         "pool_source": source, "gp_every": a.gp_every}, "distill")
+                                         "pool_source": source, "gp_every": a.gp_every, "cpu_amp": a.cpu_bf16},
+                         "distill")
+
+    def _skdd_amp(self, amp: bool | None) -> bool | None:
+        """skdd's autocast for a setting: CUDA's as given; on the CPU on with --cpu-bf16 (`cpu_amp`), else n/a."""
+        return True if amp is None and self.args.cpu_bf16 else amp
 
     def _trajectories(self, arch: str, folder: Path) -> tuple[Path, TrajectorySpec]:
         """A one-architecture pool artifact's files (pool.json and 8 snapshots of one random init)."""
@@ -314,13 +319,13 @@ class Bench:
     def pretrain(self, amp: bool | None) -> dict:
         a = self.args
         params = from_dict(PretrainParams, {"device": self.device.type, "batch_size": a.pretrain_batch_size,
-                                            "g_width": a.g_width, "d_width": a.d_width, "amp": bool(amp)},
-                           "pretrain")
+                                            "g_width": a.g_width, "d_width": a.d_width,
+                                            "amp": bool(self._skdd_amp(amp)), "cpu_amp": a.cpu_bf16}, "pretrain")
         before = self._start()
         torch.manual_seed(a.seed)
         trainer = Pretrainer(params, self.spec, self.train, self.device)
         t = timed(trainer.step, a.steps, self.device, a.warmup)
-        return self._row("pretrain", amp, t, a.pretrain_batch_size, a.pretrain_batch_size, self._memory(before),
+        return self._row("pretrain", self._skdd_amp(amp), t, a.pretrain_batch_size, a.pretrain_batch_size, self._memory(before),
                          pool_arch=None)
 
     def distill(self, arch: str, amp: bool | None, source: str = "online") -> dict:
@@ -330,14 +335,14 @@ class Bench:
             before = self._start()
             g, d, opt_g, opt_d = self._gan()
             torch.manual_seed(a.seed)
-            distiller = Distiller(self._distill_params(arch, bool(amp), source), self.spec, g, d, opt_g, opt_d,
+            distiller = Distiller(self._distill_params(arch, bool(self._skdd_amp(amp)), source), self.spec, g, d, opt_g, opt_d,
                                   self.train, self.device, self.lam, trajectories=trajectories)
             t = timed(distiller.step, a.steps, self.device, a.warmup)
             memory = self._memory(before)
             flops, _ = count_flops(distiller.step)   # one more step: conv/matmul work, to compare with the reference
         pool_steps = a.pool_steps if source == "online" else 0
         images = distill_images_per_step(a.batch_size, pool_steps)
-        return self._row("distill", amp, t, images, a.batch_size, memory, pool_arch=arch, pool_steps=pool_steps,
+        return self._row("distill", self._skdd_amp(amp), t, images, a.batch_size, memory, pool_arch=arch, pool_steps=pool_steps,
                          pool_source=source, gp_every=a.gp_every, model_gflops_per_step=round(flops / 1e9, 4))
 
     def reference(self, arch: str, amp: bool | None) -> dict:
@@ -638,6 +643,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pool-width", type=int, help="pool model width (default: each model's own)")
     ap.add_argument("--pool", default=",".join(PAPER_POOL), help="pool architectures, each timed on its own")
     ap.add_argument("--pool-steps", type=int, help="pool SGD steps per generator step (default 16)")
+    ap.add_argument("--cpu-bf16", action="store_true",
+                    help="CPU: skdd's pretrain and distill steps under bf16 autocast (cpu_amp: fast on CPUs with "
+                         "AVX512-BF16 or AMX); the reference stays fp32, as DiM's code is")
     ap.add_argument("--gp-every", type=int, default=1,
                     help="skdd's lazy gradient penalty (distill.gp_every; the reference keeps DiM's every step); "
                          "use --steps a multiple of it, so the timed steps hold the penalty's share")

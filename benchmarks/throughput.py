@@ -20,7 +20,7 @@ from skdd.augment import DiffAug
 from skdd.config import from_dict
 from skdd.data.batches import EpochBatcher, Pixels
 from skdd.data.dataset import ImageDataset
-from skdd.device import prepare_module, resolve_device, seed_everything
+from skdd.device import amp_on, prepare_module, resolve_device, seed_everything
 from skdd.gan_artifact import GanSpec
 from skdd.stages.distill import DistillParams, Distiller
 from skdd.adversarial import gan_step
@@ -92,7 +92,7 @@ def main() -> None:
 
     def pretrain_step():
         i = batcher.next()
-        gan_step(g, d, opt_g, opt_d, pixels.gan(train.images[i]), train.labels[i], spec, 10.0, device, amp)
+        gan_step(g, d, opt_g, opt_d, pixels.gan(train.images[i]), train.labels[i], spec, 10.0, device, amp_on(device, amp))
 
     t = timed(pretrain_step, args.steps, device)
     results["pretrain"] = {"ms_per_step": round(t * 1e3, 1), "images_per_s": round(args.pretrain_batch / t, 1)}

@@ -120,3 +120,33 @@ def test_distill_balanced_records_the_lambda_it_used(tmp_path):
     metrics = json.loads((out / "manifest.json").read_text())["metrics"]
     assert metrics["lambda_mode"] == "balanced"
     assert metrics["lambda"] == pytest.approx(sorted(float(r["lambda"]) for r in rows)[2], rel=1e-5)   # the median
+
+
+def test_bf16_autocast_reaches_the_cpu_only_when_asked():
+    """amp on CUDA as before; on the CPU only with cpu_amp (opt-in: it changes the numbers), and then G and D
+    really run in bf16."""
+    from skdd.device import amp_on, autocast
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [amp_on(cuda, True), amp_on(cuda, False), amp_on(cuda, True, cpu=True)] == [True, False, True]
+    assert [amp_on(cpu, True), amp_on(cpu, True, cpu=True), amp_on(cpu, False, cpu=True)] == [False, True, False]
+    conv = nn.Conv2d(1, 2, 3)
+    with autocast(cpu, amp_on(cpu, True)):
+        assert conv(torch.ones(1, 1, 5, 5)).dtype == torch.float32
+    with autocast(cpu, amp_on(cpu, True, cpu=True)):
+        assert conv(torch.ones(1, 1, 5, 5)).dtype == torch.bfloat16
+
+
+def test_pretrain_with_cpu_amp_trains_in_bf16_and_records_it(tmp_path):
+    data = ingest_tiny(tmp_path)
+    out = {}
+    for flag in ("false", "true"):
+        out[flag] = tmp_path / f"gan-{flag}"
+        run_stage("pretrain", output=str(out[flag]), inputs={"dataset": str(data)},
+                  overrides=TINY_PRETRAIN + ["steps=2", f"cpu_amp={flag}"])
+    from skdd import lineage
+
+    assert lineage.read_manifest(out["true"])["params"]["cpu_amp"] is True
+    a, b = load_file(str(out["false"] / "generator.safetensors")), load_file(str(out["true"] / "generator.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)          # bf16 arithmetic moved the weights
+    assert all(torch.isfinite(v).all() for v in b.values())

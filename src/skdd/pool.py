@@ -72,7 +72,7 @@ class TrajectorySpec:
 class ModelPool:
     def __init__(self, names: list[str], sampling: str, *, in_channels: int, num_classes: int, image_size: int,
                  width: int | None, lr: float, momentum: float, weight_decay: float, device: torch.device,
-                 amp: bool = True):
+                 amp: bool = False):
         self.names, self.sampling = list(names), sampling
         self.shape = dict(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
         self.width = width

@@ -44,7 +44,7 @@ from skdd.augment import DiffAug
 from skdd.checkpoint import rng_state, set_rng_state
 from skdd.data.batches import Pixels
 from skdd.data.dataset import ImageDataset
-from skdd.device import autocast, prepare_module
+from skdd.device import amp_on, autocast, prepare_module
 from skdd.guard import check_losses, check_weights
 from skdd.errors import SkddError
 from skdd.models import create_model
@@ -147,7 +147,7 @@ def _layout(x: Tensor, device: torch.device) -> Tensor:
 
 def _step(model: nn.Module, opt: torch.optim.Optimizer, x: Tensor, y: Tensor, device: torch.device,
           amp: bool) -> Tensor:
-    with autocast(device, amp):
+    with autocast(device, amp_on(device, amp)):
         logits = model(_layout(x, device))
     loss = F.cross_entropy(logits.float(), y)
     opt.zero_grad(set_to_none=True)
@@ -171,7 +171,7 @@ def evaluate_accuracy(model: nn.Module, dataset: ImageDataset, pixels: Pixels, d
         for start in range(0, len(dataset), batch_size):
             x = pixels.classifier(dataset.images[start:start + batch_size].to(device, non_blocking=True))
             y = dataset.labels[start:start + batch_size].to(device, non_blocking=True)
-            with autocast(device, amp):
+            with autocast(device, amp_on(device, amp)):
                 logits = model(_layout(x, device))
             correct += (logits.argmax(dim=1) == y).sum()
         return int(correct.item()) / len(dataset)

@@ -24,7 +24,7 @@ from skdd.adversarial import (critic_augmentation, critic_step, generator_forwar
 from skdd.augment import DiffAug
 from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import EpochBatcher, Pixels
-from skdd.device import DEVICES, autocast, prepare_module, resolve_device, seed_everything
+from skdd.device import DEVICES, amp_on, autocast, prepare_module, resolve_device, seed_everything
 from skdd.errors import SkddError
 from skdd.ema import GeneratorEMA
 from skdd.probe import PROBE_FILE, ProbeParams, build_probe, probe_metrics, probe_rows
@@ -77,7 +77,9 @@ class DistillParams(ProbeParams):
     match_augment: str = param("color_crop_cutout")
     pool_augment: str = param("color_crop")
     match_shared: bool = param(True, help="one augmentation for the whole real+synthetic batch (DiM) vs per pair")
-    amp: bool = param(True, help="bf16 autocast on CUDA (ignored on CPU)")
+    amp: bool = param(True, help="bf16 autocast on CUDA (on the CPU only with cpu_amp)")
+    cpu_amp: bool = param(False, help="bf16 autocast on the CPU too: fast on CPUs with AVX512-BF16 or AMX, slow on "
+                                      "others; changes the numbers (off: fp32, every figure in the docs)")
     d_augment: str | None = param(None, help="DiffAugment policy on everything D sees (null: off, DiM's recipe)")
     ema_decay: float | None = param(None, ge=0, le=1, help="keep an exponential moving average of G's weights with "
                                                            "this decay (from the input's average when it has one, "
@@ -109,6 +111,7 @@ class Distiller:
         # G's moving average (off when ema_decay is null); `ema_init`: the input artifact's average, else G
         self.ema = GeneratorEMA(g, params.ema_decay, init=ema_init) if params.ema_decay is not None else None
         self.train, self.device, self.lam = train, device, lam
+        self.amp = amp_on(device, params.amp, params.cpu_amp)
         self.matching = MATCH_LOSSES[params.loss] is not None
         # `trajectories`: (path, TrajectorySpec) of a pool artifact, for pool_source trajectories: nothing to train
         if trajectories is not None:
@@ -117,7 +120,7 @@ class Distiller:
             self.pool = ModelPool(params.pool, params.pool_sampling, in_channels=spec.in_channels,
                                   num_classes=spec.num_classes, image_size=spec.image_size, width=params.pool_width,
                                   lr=params.pool_lr, momentum=params.pool_momentum,
-                                  weight_decay=params.pool_weight_decay, device=device, amp=params.amp)
+                                  weight_decay=params.pool_weight_decay, device=device, amp=self.amp)
             self.pool_steps = params.pool_steps
         self.match_aug = DiffAug(params.match_augment, scheme="dim")
         self.pool_aug = DiffAug(params.pool_augment, scheme="dim")
@@ -133,7 +136,7 @@ class Distiller:
         real = self.pixels.classifier(self.train.images[real_idx])
         syn = self.pixels.classifier_from_gan(fake.float())
         real_aug, syn_aug = self.match_aug.pair(real, syn, shared=p.match_shared)
-        with autocast(self.device, p.amp):
+        with autocast(self.device, self.amp):
             with torch.no_grad():
                 logits_real = model(real_aug)
             logits_syn = model(syn_aug)
@@ -153,13 +156,13 @@ class Distiller:
                                                  self.pool_aug)
         self.calls += 1
         measure = p.grad_norm_every > 0 and self.calls % p.grad_norm_every == 0
-        fake, loss_adv = generator_forward(self.g, self.d, self.spec, y, self.device, p.amp, self.d_aug)
+        fake, loss_adv = generator_forward(self.g, self.d, self.spec, y, self.device, self.amp, self.d_aug)
         loss_match = self._matching_term(fake, idx) if self.matching else None
         generator = generator_update(self.opt_g, self.d, fake, loss_adv, loss_match, grad_norms=measure,
                                      target_ratio=p.target_ratio if p.lambda_mode == "balanced" else None)
         gp = lazy_gp_weight(self.opt_d, p.gp_weight, p.gp_every)
         losses = step_losses(generator, critic_step(self.g, self.d, self.opt_d, x, y, self.spec, gp, self.device,
-                                                    p.amp, self.d_aug))
+                                                    self.amp, self.d_aug))
         if self.ema is not None:
             self.ema.update(self.g)
         if pool_loss is not None:

@@ -28,7 +28,7 @@ from skdd import lineage, storage
 from skdd.augment import DiffAug
 from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import EpochBatcher, Pixels
-from skdd.device import DEVICES, resolve_device, seed_everything
+from skdd.device import DEVICES, amp_on, resolve_device, seed_everything
 from skdd.errors import SkddError
 from skdd.models import check_classifier_param, list_models
 from skdd.pool import PAPER_POOL, POOL_FILE, SNAPSHOT_DIR, ModelPool, TrajectorySpec, snapshot_name
@@ -83,7 +83,7 @@ class TrajectoryRecorder:
         self.pool = ModelPool([p.archs[index]], "step", in_channels=self.spec.in_channels,
                               num_classes=self.spec.num_classes, image_size=self.spec.image_size, width=p.width,
                               lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, device=self.device,
-                              amp=p.amp)
+                              amp=amp_on(self.device, p.amp))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed * 1000 + index)
             self.pool.draw(new_epoch=True)

@@ -18,7 +18,7 @@ from skdd import lineage, storage
 from skdd.config import as_dict, param, params_hash
 from skdd.data.batches import EpochBatcher, Pixels
 from skdd.errors import SkddError
-from skdd.device import DEVICES, prepare_module, resolve_device, seed_everything
+from skdd.device import DEVICES, amp_on, prepare_module, resolve_device, seed_everything
 from skdd.ema import GeneratorEMA
 from skdd.probe import PROBE_FILE, ProbeParams, build_probe, probe_metrics, probe_rows
 from skdd.gan_artifact import GanSpec, save_gan
@@ -52,7 +52,9 @@ class PretrainParams(ProbeParams):
     d_width: int = param(196, ge=1)
     z_dim: int = param(100, ge=2)
     conditioning: str = param("overwrite", choices=CONDITIONING_MODES)
-    amp: bool = param(True, help="bf16 autocast on CUDA (ignored on CPU)")
+    amp: bool = param(True, help="bf16 autocast on CUDA (on the CPU only with cpu_amp)")
+    cpu_amp: bool = param(False, help="bf16 autocast on the CPU too: fast on CPUs with AVX512-BF16 or AMX, slow on "
+                                      "others; changes the numbers (off: fp32, every figure in the docs)")
     ema_decay: float | None = param(None, ge=0, le=1, help="keep an exponential moving average of G's weights "
                                                            "with this decay, saved and sampled from (null: off)")
     d_augment: str | None = param(None, help="DiffAugment policy on everything D sees, e.g. color_crop_cutout "
@@ -70,6 +72,7 @@ class Pretrainer:
 
     def __init__(self, params: PretrainParams, spec: GanSpec, train, device: torch.device):
         self.params, self.spec, self.train, self.device = params, spec, train, device
+        self.amp = amp_on(device, params.amp, params.cpu_amp)
         g, d = spec.build()
         self.g, self.d = prepare_module(g, device).train(), prepare_module(d, device).train()
         betas = (params.beta1, params.beta2)
@@ -90,12 +93,12 @@ class Pretrainer:
     def step(self) -> dict:
         p = self.params
         x, y = self._real_batch()
-        losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, self._gp(), self.device, p.amp,
+        losses = gan_step(self.g, self.d, self.opt_g, self.opt_d, x, y, self.spec, self._gp(), self.device, self.amp,
                           d_aug=self.d_aug)
         for _ in range(p.n_critic - 1):   # further critic steps, each on the next real batch
             x, y = self._real_batch()
             losses.update(critic_step(self.g, self.d, self.opt_d, x, y, self.spec, self._gp(), self.device,
-                                      p.amp, self.d_aug))
+                                      self.amp, self.d_aug))
         if self.ema is not None:
             self.ema.update(self.g)
         return losses
