@@ -105,7 +105,7 @@ def test_cross_architecture_table_spread_and_paper_rows_by_hand():
     assert not any("paper" in line for line in cross_arch_table("cifar10", 1, rows))
 
 
-@pytest.mark.parametrize("name", ["cpu-fixed-set", "cpu-cifar10", "cpu-default", "fixed-set-smoke"])
+@pytest.mark.parametrize("name", ["cpu-fixed-set", "cpu-cifar10", "cpu-default", "cpu-default-acr", "fixed-set-smoke"])
 def test_fixed_set_presets_validate_before_hours_of_compute(name):
     """A typo in a long preset would surface hours in, at the stage it reaches: each stage section, over its
     base file, must validate now, and every offline dataset must be one the offline copies know."""
