@@ -61,6 +61,11 @@ PHASES = ("headline", "polish", "ablation", "truncation", "cross_arch", "distill
 NOT_IPC = ("data_note", "cross_arch", "val", "truncation")     # a dataset's cells that are not an IPC's rows
 
 
+def truncation_row(psi: float | None) -> str:
+    """The validation row of the own sample drawn with truncation ψ (null: untruncated, the `gan` row's sample)."""
+    return "gan" if psi is None else f"gan@psi={psi}"
+
+
 def row_name(gname: str, selection: str) -> str:
     """A generator row's name (and its sample folder's): `gan`, `gan+confidence`, ..."""
     return gname if selection == "none" else f"{gname}+{selection}"
@@ -199,13 +204,13 @@ class Runner:
         k, data = ds["d"] / f"ipc{ipc}", ds["data"]
         val = ds["cells"].setdefault("val", {}).setdefault(str(ipc), {})
         for psi in self.preset["truncations"]:
-            tag = "gan" if psi is None else f"gan@psi={psi}"
+            tag = truncation_row(psi)
             for seed in self.preset["gan_seeds"]:
                 out = self.sample(k, seed, "gan", self.gan(ds, seed), ds["teacher"], ipc, "none", psi)
                 val.setdefault(tag, {"seeds": {}})["seeds"][str(seed)] = self.evaluate(data, out, tag, ipc, split="val")
                 self.on_result()
         best = max(self.preset["truncations"],
-                   key=lambda p: summarise(val["gan" if p is None else f"gan@psi={p}"])["mean"])
+                   key=lambda p: summarise(val[truncation_row(p)])["mean"])
         ds["cells"].setdefault("truncation", {})[str(ipc)] = best
         for seed in self.preset["gan_seeds"]:
             out = self.sample(k, seed, "gan", self.gan(ds, seed), ds["teacher"], ipc, "none", best)

@@ -156,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
     command = f"python benchmarks/generator.py --preset {args.preset} --work {args.work}"
-    previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if args.render_only:
         results = json.loads(committed_results(results_path, preset["name"]).read_text())
     else:
+        previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
         results = dict(previous)
         runner = GeneratorRunner(preset, work)
         runner.datasets.update({k: v for k, v in previous.get("datasets", {}).items()

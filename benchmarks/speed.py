@@ -317,32 +317,32 @@ class Bench:
         return folder, TrajectorySpec.read(folder)
 
     def pretrain(self, amp: bool | None) -> dict:
-        a = self.args
+        a, amp = self.args, self._skdd_amp(amp)
         params = from_dict(PretrainParams, {"device": self.device.type, "batch_size": a.pretrain_batch_size,
-                                            "g_width": a.g_width, "d_width": a.d_width,
-                                            "amp": bool(self._skdd_amp(amp)), "cpu_amp": a.cpu_bf16}, "pretrain")
+                                            "g_width": a.g_width, "d_width": a.d_width, "amp": bool(amp),
+                                            "cpu_amp": a.cpu_bf16}, "pretrain")
         before = self._start()
         torch.manual_seed(a.seed)
         trainer = Pretrainer(params, self.spec, self.train, self.device)
         t = timed(trainer.step, a.steps, self.device, a.warmup)
-        return self._row("pretrain", self._skdd_amp(amp), t, a.pretrain_batch_size, a.pretrain_batch_size, self._memory(before),
+        return self._row("pretrain", amp, t, a.pretrain_batch_size, a.pretrain_batch_size, self._memory(before),
                          pool_arch=None)
 
     def distill(self, arch: str, amp: bool | None, source: str = "online") -> dict:
-        a = self.args
+        a, amp = self.args, self._skdd_amp(amp)
         with tempfile.TemporaryDirectory() as tmp:
             trajectories = self._trajectories(arch, Path(tmp)) if source == "trajectories" else None
             before = self._start()
             g, d, opt_g, opt_d = self._gan()
             torch.manual_seed(a.seed)
-            distiller = Distiller(self._distill_params(arch, bool(self._skdd_amp(amp)), source), self.spec, g, d, opt_g, opt_d,
+            distiller = Distiller(self._distill_params(arch, bool(amp), source), self.spec, g, d, opt_g, opt_d,
                                   self.train, self.device, self.lam, trajectories=trajectories)
             t = timed(distiller.step, a.steps, self.device, a.warmup)
             memory = self._memory(before)
             flops, _ = count_flops(distiller.step)   # one more step: conv/matmul work, to compare with the reference
         pool_steps = a.pool_steps if source == "online" else 0
         images = distill_images_per_step(a.batch_size, pool_steps)
-        return self._row("distill", self._skdd_amp(amp), t, images, a.batch_size, memory, pool_arch=arch, pool_steps=pool_steps,
+        return self._row("distill", amp, t, images, a.batch_size, memory, pool_arch=arch, pool_steps=pool_steps,
                          pool_source=source, gp_every=a.gp_every, model_gflops_per_step=round(flops / 1e9, 4))
 
     def reference(self, arch: str, amp: bool | None) -> dict:

@@ -81,7 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device(args.device)
     seed_everything(0, device)
-    amp = not args.no_amp
+    amp = amp_on(device, not args.no_amp)
     train = fake_dataset(args.dataset, 2048, device)
     results = {**vars(args), "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
                "amp_bf16": amp and device.type == "cuda"}
@@ -92,7 +92,7 @@ def main() -> None:
 
     def pretrain_step():
         i = batcher.next()
-        gan_step(g, d, opt_g, opt_d, pixels.gan(train.images[i]), train.labels[i], spec, 10.0, device, amp_on(device, amp))
+        gan_step(g, d, opt_g, opt_d, pixels.gan(train.images[i]), train.labels[i], spec, 10.0, device, amp)
 
     t = timed(pretrain_step, args.steps, device)
     results["pretrain"] = {"ms_per_step": round(t * 1e3, 1), "images_per_s": round(args.pretrain_batch / t, 1)}

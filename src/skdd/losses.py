@@ -80,13 +80,17 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, weight: floa
 
 
 def discriminator_loss(
-    critic: nn.Module, real: Tensor, real_labels: Tensor, fake: Tensor, fake_labels: Tensor, gp_weight: float = 10.0
+    critic: nn.Module, real: Tensor, real_labels: Tensor, fake: Tensor, fake_labels: Tensor, gp_weight: float = 10.0,
+    head_on_fakes: bool = True,
 ) -> Tensor:
-    """DiM's critic loss: Wasserstein estimate + AC cross-entropy on both sides + gradient penalty."""
+    """DiM's critic loss: Wasserstein estimate + AC cross-entropy on both sides (on real images only when not
+    `head_on_fakes`) + gradient penalty."""
     src_real, cls_real = critic(real)
     src_fake, cls_fake = critic(fake.detach())
     wasserstein = src_fake.float().mean() - src_real.float().mean()
-    ce = F.cross_entropy(cls_fake.float(), fake_labels) + F.cross_entropy(cls_real.float(), real_labels)
+    ce = F.cross_entropy(cls_real.float(), real_labels)
+    if head_on_fakes:
+        ce = F.cross_entropy(cls_fake.float(), fake_labels) + ce
     if gp_weight == 0:   # a lazy-regularisation step (skdd.adversarial.lazy_gp_weight): no penalty pass at all
         return wasserstein + ce
     return wasserstein + ce + gradient_penalty(critic, real, fake, gp_weight)
@@ -101,13 +105,7 @@ def discriminator_loss_real_ac(
     when asked for a 5 then teaches D that such a 6 is a "5", and G's class loss stops pushing it back: the
     wrong-class digits of the weak GAN seeds. Trained on real images only, the head stays a classifier of real
     classes, so G's cross-entropy through it pulls every image toward its requested class."""
-    del fake_labels
-    src_real, cls_real = critic(real)
-    src_fake, _ = critic(fake.detach())
-    loss = src_fake.float().mean() - src_real.float().mean() + F.cross_entropy(cls_real.float(), real_labels)
-    if gp_weight == 0:   # a lazy-regularisation step: no penalty pass
-        return loss
-    return loss + gradient_penalty(critic, real, fake, gp_weight)
+    return discriminator_loss(critic, real, real_labels, fake, fake_labels, gp_weight, head_on_fakes=False)
 
 
 def wgan_ac_generator_loss(critic: nn.Module, fake: Tensor, labels: Tensor) -> Tensor:
