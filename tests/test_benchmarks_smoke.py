@@ -135,6 +135,45 @@ def test_fixed_set_presets_validate_before_hours_of_compute(name):
     assert preset["gan_seeds"] and preset["ipc"]
 
 
+GENERATOR_PRESETS = ["cpu-generator", "cpu-skd", "cpu-steps", "cpu-class-head", "cpu-fast-step", "generator-smoke"]
+
+
+@pytest.mark.parametrize("name", GENERATOR_PRESETS)
+def test_generator_presets_validate_before_hours_of_compute(name):
+    """The same guard for `benchmarks/generator.py`'s presets: every recipe over the base pretrain section, every
+    loss mode over the base distill section (as the runner builds them), and the pairings name existing rows."""
+    import yaml
+
+    from skdd.config import load_stage_params
+    from skdd.data.offline import COPIES
+    from skdd.stages.registry import STAGES
+
+    sys.path.insert(0, str(BENCHMARKS))
+    from fixed_set import _ov
+
+    preset = yaml.safe_load((BENCHMARKS / "presets" / f"{name}.yaml").read_text())
+    base = BENCHMARKS.parent / preset["base"]
+    load = lambda stage, ov: load_stage_params(STAGES[stage].params_class(), stage, base, ov)  # noqa: E731
+    for recipe in preset["recipes"].values():
+        load("pretrain", _ov(preset.get("pretrain")) + _ov(recipe))
+    modes = preset.get("skd_modes") or {}
+    assert not modes or (preset["skd_recipe"] in preset["recipes"] and preset["control"] in modes)
+    for mode in modes.values():
+        mode = {k: v for k, v in mode.items() if k != "paired_with"}
+        if "lambda_x" in mode:
+            mode = {k: v for k, v in mode.items() if k != "lambda_x"} | {"lambda_skd": mode["lambda_x"] * 0.01}
+        load("distill", _ov(preset.get("distill")) + _ov(mode))
+    for name_, mode in modes.items():
+        assert mode.get("paired_with", name_) in modes, f"{name_}: paired_with names no mode"
+    load("pool", _ov(preset.get("pool")))
+    load("sample", _ov(preset.get("sample")) + [f"ipc={preset['ipc']}", "selection=none", "candidates_per_class=null"])
+    load("select", _ov(preset.get("select")) + [f"ipc={preset['ipc']}", "method=random"])
+    load("evaluate", _ov(preset.get("evaluate")))
+    for dataset, where in preset["datasets"].items():
+        assert (where or {}).get("source", "offline") != "offline" or dataset in COPIES, dataset
+    assert preset["gan_seeds"]
+
+
 def test_fixed_set_benchmark_smoke(tmp_path):
     import yaml
 
