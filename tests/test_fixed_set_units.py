@@ -157,3 +157,61 @@ def test_refine_lowers_the_dm_loss_and_keeps_labels(space):
     out = refiner.images_u8()
     assert out.dtype == torch.uint8 and out.shape == (4, 1, 28, 28)
     assert torch.equal(refiner.labels, labels)
+
+
+def test_refine_with_an_architecture_list_draws_each_reproducibly_and_still_lowers_the_loss():
+    """A list of embedding architectures: each step draws one from the (checkpointed) RNG, so every listed
+    architecture is used, the same seed gives the same sequence, and the DM loss under either still falls."""
+    from skdd.stages.refine import RefineParams, Refiner
+
+    from skdd.models import create_model
+
+    real, labels, pixels = _toy_real(), torch.tensor([0, 0, 1, 1]), Pixels([0.5], [0.25])
+    params = RefineParams(space="pixel", steps=30, real_per_class=4, embed_width=4, augment="none", lr=0.1,
+                          embed_arch=["convnet3", "alexnet"])
+
+    def run():
+        torch.manual_seed(0)
+        refiner = Refiner(params, real, torch.rand(4, 1, 28, 28), labels, pixels, torch.device("cpu"), None, "none")
+        drawn = []
+        for _ in range(30):
+            state = torch.get_rng_state()
+            drawn.append(refiner.embed_arch())
+            torch.set_rng_state(state)       # step() draws again from the same state
+            refiner.step()
+        return refiner, drawn
+
+    refiner, drawn = run()
+    assert set(drawn) == {"convnet3", "alexnet"}
+    assert run()[1] == drawn
+    torch.manual_seed(123)
+    nets = [create_model(a, in_channels=1, num_classes=2, image_size=28, width=4).embed
+            for a in ("convnet3", "alexnet") for _ in range(3)]
+    fresh = Refiner(params, real, torch.rand(4, 1, 28, 28), labels, pixels, torch.device("cpu"), None, "none")
+    assert _fixed_dm(refiner, nets) < 0.8 * _fixed_dm(fresh, nets)
+
+
+def test_refine_embed_arch_one_name_draws_nothing():
+    """One name keeps the random stream of every set refined before lists existed."""
+    from skdd.stages.refine import RefineParams, Refiner
+
+    refiner = Refiner(RefineParams(space="pixel"), _toy_real(), torch.rand(4, 1, 28, 28), torch.tensor([0, 0, 1, 1]),
+                      Pixels([0.5], [0.25]), torch.device("cpu"), None, "none")
+    state = torch.get_rng_state()
+    assert refiner.embed_arch() == "convnet3" and torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("value, message", [
+    (["convnet3", "resnet50"], "refine.embed_arch[1]: unknown architecture 'resnet50'"),
+    ([], "refine.embed_arch: name at least one architecture"),
+    ("dcgan", "refine.embed_arch: unknown architecture 'dcgan'"),
+    ([3], "refine.embed_arch"),
+])
+def test_refine_embed_arch_bad_values_fail_in_one_line(value, message):
+    from skdd.config import from_dict
+    from skdd.errors import SkddError
+    from skdd.stages.refine import RefineParams
+
+    with pytest.raises(SkddError) as err:
+        from_dict(RefineParams, {"embed_arch": value}, "refine")
+    assert message in str(err.value) and "\n" not in str(err.value)

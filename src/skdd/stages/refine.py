@@ -47,7 +47,8 @@ class RefineParams:
     steps: int = param(300, ge=0, help="0: the input set, unchanged")
     lr: float | None = param(None, gt=0, help="null: 0.05 (latent, Adam) or 0.1 (pixel in [0, 1], SGD momentum 0.5)")
     real_per_class: int = param(64, ge=1, help="real images per class in each step's batch (DM: 256)")
-    embed_arch: str = param("convnet3", help="the randomly initialised embedding network, new every step")
+    embed_arch: str | list[str] = param("convnet3", help="the randomly initialised embedding network, new every "
+                                        "step; a list: one drawn per step (sets that transfer across architectures)")
     embed_width: int = param(64, ge=1, help="DM: 128")
     augment: str | None = param(None, help="DSA strategy; null: the dataset's (no flip for digits)")
     seed: int = param(0, ge=0)
@@ -56,7 +57,12 @@ class RefineParams:
     log_every: int = param(25, ge=1)
 
     def check(self, section: str) -> None:
-        check_classifier_param(f"{section}.embed_arch", self.embed_arch)
+        archs = [self.embed_arch] if isinstance(self.embed_arch, str) else self.embed_arch
+        if not archs:
+            raise SkddError(f"{section}.embed_arch: name at least one architecture")
+        for i, arch in enumerate(archs):
+            check_classifier_param(f"{section}.embed_arch" + ("" if isinstance(self.embed_arch, str) else f"[{i}]"),
+                                   arch)
         if self.augment is not None:
             DiffAug.for_param(f"{section}.augment", self.augment)
 
@@ -99,13 +105,23 @@ class Refiner:
                 return Pixels.gan_to_u8(self.g(self.codes.value, self.labels)).cpu()
             return (self.codes.value.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
+    def embed_arch(self) -> str:
+        """This step's embedding architecture. One name draws nothing, so a single-architecture run's random stream
+        (and every set refined before lists existed) is unchanged; a list draws from the checkpointed RNG, so a
+        resumed run draws the same sequence."""
+        archs = self.params.embed_arch
+        if isinstance(archs, str):
+            return archs
+        return archs[int(torch.randint(len(archs), (1,)))]
+
     def step(self) -> dict:
         p = self.params
+        arch = self.embed_arch()
         picks = [idx[torch.randint(idx.numel(), (p.real_per_class,), device=self.device)] for idx in self.by_class]
         real_idx = torch.cat(picks)
         real = self.pixels.classifier(self.real.images[real_idx])
         c, h = self.shape
-        embed = create_model(p.embed_arch, in_channels=c, num_classes=self.num_classes, image_size=h,
+        embed = create_model(arch, in_channels=c, num_classes=self.num_classes, image_size=h,
                              width=p.embed_width).to(self.device).requires_grad_(False)
         loss = dm_loss(embed.embed, real, self.real.labels[real_idx], self.images(), self.labels, self.num_classes,
                        self.aug)
