@@ -18,11 +18,15 @@ then the preset's section, then what the row needs):
   ψ is evaluated on the **validation** split (`evaluate split=val`) for every seed, the best mean over seeds is
   chosen there, and only that ψ is tested (`gan+truncation`): no choice ever reads the test split;
 * `cross_arch: [convnet3, resnet18, alexnet, vgg11]`: random, dm-pixel and the first seed's `gan+refine` set
-  evaluated on every listed architecture (generalisation is where a generator prior claims to help).
+  evaluated on every listed architecture (generalisation is where a generator prior claims to help);
+* `refine_transfer: {embed_arch: [convnet3, resnet18_dc, alexnet, vgg11]}` (optional): the latent refine again
+  from the same selected set with these overrides (`gan+refine-transfer`, every seed, paired with `gan+refine`),
+  and its first seed's set on the `cross_arch` architectures: does matching under several random architectures
+  narrow the spread across them?
 
 Order: phases by importance, each over every IPC and dataset: real rows and the refined set of every seed, then
 pixel DM from the better starts, then the selection ablation, then truncation, then cross-architecture, then the
-distilled rows, so a run stopped early has the rows that matter most on every dataset.
+transfer refine, then the distilled rows, so a run stopped early has the rows that matter most on every dataset.
 
 `--phases`, `--ipc` and `--datasets` run part of the preset (in the order given); such a partial run keeps the
 rows of `results.json` it did not touch, so the page still shows everything measured so far. A full run
@@ -53,11 +57,12 @@ RESULTS_MD = REPO / "docs" / "results.md"
 RESULTS_JSON = REPO / "docs" / "results"      # <preset>.json: the numbers behind each section
 SELECTIONS = ("none", "confidence", "coverage", "confidence+coverage")
 GAN_ROWS = ["gan", "gan+truncation", "gan+confidence", "gan+coverage", "gan+confidence+coverage", "gan+refine",
-            "gan+refine+dm-pixel"]
+            "gan+refine-transfer", "gan+refine+dm-pixel"]
 DISTILL_ROWS = ["gan-only+refine", "skd+refine"]
 REAL_ROWS = ["random", "kcenter", "herding", "dm-pixel", "herding+dm-pixel"]
-PAIRED = [("skd+refine", "gan-only+refine"), ("gan-only+refine", "gan+refine")]   # (row, control) per seed
-PHASES = ("headline", "polish", "ablation", "truncation", "cross_arch", "distilled")   # Runner methods, by importance
+PAIRED = [("skd+refine", "gan-only+refine"), ("gan-only+refine", "gan+refine"),   # (row, control) per seed
+          ("gan+refine-transfer", "gan+refine")]
+PHASES = ("headline", "polish", "ablation", "truncation", "cross_arch", "transfer", "distilled")   # by importance
 NOT_IPC = ("data_note", "cross_arch", "val", "truncation")     # a dataset's cells that are not an IPC's rows
 
 
@@ -226,6 +231,23 @@ class Runner:
             ds["cells"].setdefault("cross_arch", {}).setdefault(str(ipc), {})[rname] = self.evaluate(
                 ds["data"], src, rname, ipc, self.preset["cross_arch"])
             self.on_result()
+
+    def transfer(self, ds: dict, ipc: int) -> None:
+        """The latent refine with the preset's `refine_transfer` overrides (e.g. a list of embedding architectures)
+        from the same selected set as `gan+refine`, every seed; the first seed's set on the `cross_arch` list."""
+        if not self.preset.get("refine_transfer"):
+            return
+        data, k, tag = ds["data"], ds["d"] / f"ipc{ipc}", "gan+refine-transfer"
+        for i, seed in enumerate(self.preset["gan_seeds"]):
+            src = self.sample(k, seed, "gan", self.gan(ds, seed), ds["teacher"], ipc, "confidence+coverage")
+            out = self.stage("refine", k / f"seed{seed}" / "refine-gan-transfer",
+                             {"dataset": data, "synthetic": src, "gan": self.gan(ds, seed)},
+                             ["space=latent"] + _ov(self.preset["refine_transfer"]))
+            self.record(ds["cells"], ipc, tag, str(seed), self.evaluate(data, out, tag, ipc))
+            if i == 0 and self.preset.get("cross_arch"):
+                ds["cells"].setdefault("cross_arch", {}).setdefault(str(ipc), {})[tag] = self.evaluate(
+                    data, out, tag, ipc, self.preset["cross_arch"])
+                self.on_result()
 
     def distilled(self, ds: dict, ipc: int) -> None:
         """The SKD-distilled generator and its GAN-only control at equal steps, per seed, selected and refined."""

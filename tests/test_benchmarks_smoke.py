@@ -130,6 +130,8 @@ def test_fixed_set_presets_validate_before_hours_of_compute(name):
                               _ov(preset.get("sample")) + [f"ipc={ipc}", "selection=none", "candidates_per_class=null",
                                                            f"truncation={'null' if psi is None else psi}"])
     load_stage_params(STAGES["refine"].params_class(), "refine", base, ["space=pixel"] + _ov(preset.get("refine_pixel")))
+    load_stage_params(STAGES["refine"].params_class(), "refine", base,
+                      ["space=latent"] + _ov(preset.get("refine")) + _ov(preset.get("refine_transfer")))
     for dataset, where in preset["datasets"].items():
         assert (where or {}).get("source", "offline") != "offline" or dataset in COPIES, dataset
     assert preset["gan_seeds"] and preset["ipc"]
@@ -187,7 +189,7 @@ def test_fixed_set_benchmark_smoke(tmp_path):
     row = results["datasets"]["tiny"]["2"]
     assert set(row) == {"random", "kcenter", "herding", "dm-pixel", "herding+dm-pixel", "gan", "gan+confidence",
                         "gan+coverage", "gan+confidence+coverage", "gan+refine", "gan+refine+dm-pixel",
-                        "gan-only+refine", "skd+refine", "gan+truncation"}
+                        "gan-only+refine", "skd+refine", "gan+truncation", "gan+refine-transfer"}
     # truncation: every ψ on val for both seeds, the best val mean chosen, only the chosen one tested
     val = results["datasets"]["tiny"]["val"]["2"]
     assert set(val) == {"gan", "gan@psi=0.5"} and all(set(v["seeds"]) == {"1", "2"} for v in val.values())
@@ -204,7 +206,11 @@ def test_fixed_set_benchmark_smoke(tmp_path):
             assert len(accs["convnet3"]) == 2 and all(0 <= a <= 100 for a in accs["convnet3"]), name
     assert "| gan+refine |" in stdout and "(2 GAN seeds; Δ random" in stdout and "(2 trials)" in stdout
     cross = results["datasets"]["tiny"]["cross_arch"]["2"]
-    assert set(cross) == {"random", "dm-pixel", "gan+refine"}
+    assert set(cross) == {"random", "dm-pixel", "gan+refine", "gan+refine-transfer"}
+    transfer = json.loads((tmp_path / "work" / "tiny" / "ipc2" / "seed1" / "refine-gan-transfer" / "manifest.json")
+                          .read_text())
+    assert transfer["params"]["embed_arch"] == ["convnet3", "alexnet"]     # the preset's overrides reached refine
+    assert "- IPC 2, gan+refine-transfer against gan+refine on the same GAN seed: " in stdout
     assert all(set(accs) == {"convnet3", "alexnet"} and len(accs["alexnet"]) == 2 for accs in cross.values())
     assert "Cross-architecture, IPC 2" in stdout
     assert "- IPC 2, skd+refine against gan-only+refine on the same GAN seed: " in stdout
