@@ -124,12 +124,14 @@ class Runner:
         self.on_result()
 
     def refined_row(self, cells: dict, data: Path, teacher: Path, k: Path, ipc: int, seed: int, gname: str,
-                    gpath: Path) -> Path:
-        """The generator's fixed set as skdd makes it: confidence+coverage of the candidates, then latent refine."""
+                    gpath: Path, variant: str = "", overrides: dict | None = None) -> Path:
+        """The generator's fixed set as skdd makes it: confidence+coverage of the candidates, then latent refine
+        (with `overrides` over the preset's refine section, recorded as row `<gname>+refine<variant>`)."""
         src = self.sample(k, seed, gname, gpath, teacher, ipc, "confidence+coverage")
-        ref = self.stage("refine", k / f"seed{seed}" / f"refine-{gname}", {"dataset": data, "synthetic": src,
-                                                                           "gan": gpath}, ["space=latent"])
-        self.record(cells, ipc, f"{gname}+refine", str(seed), self.evaluate(data, ref, f"{gname}+refine", ipc))
+        ref = self.stage("refine", k / f"seed{seed}" / f"refine-{gname}{variant}",
+                         {"dataset": data, "synthetic": src, "gan": gpath}, ["space=latent"] + _ov(overrides))
+        tag = f"{gname}+refine{variant}"
+        self.record(cells, ipc, tag, str(seed), self.evaluate(data, ref, tag, ipc))
         return ref
 
     def sample(self, k: Path, seed: int, gname: str, gpath: Path, teacher: Path, ipc: int, sel: str,
@@ -239,11 +241,8 @@ class Runner:
             return
         data, k, tag = ds["data"], ds["d"] / f"ipc{ipc}", "gan+refine-transfer"
         for i, seed in enumerate(self.preset["gan_seeds"]):
-            src = self.sample(k, seed, "gan", self.gan(ds, seed), ds["teacher"], ipc, "confidence+coverage")
-            out = self.stage("refine", k / f"seed{seed}" / "refine-gan-transfer",
-                             {"dataset": data, "synthetic": src, "gan": self.gan(ds, seed)},
-                             ["space=latent"] + _ov(self.preset["refine_transfer"]))
-            self.record(ds["cells"], ipc, tag, str(seed), self.evaluate(data, out, tag, ipc))
+            out = self.refined_row(ds["cells"], data, ds["teacher"], k, ipc, seed, "gan", self.gan(ds, seed),
+                                   "-transfer", self.preset["refine_transfer"])
             if i == 0 and self.preset.get("cross_arch"):
                 ds["cells"].setdefault("cross_arch", {}).setdefault(str(ipc), {})[tag] = self.evaluate(
                     data, out, tag, ipc, self.preset["cross_arch"])
