@@ -137,7 +137,7 @@ def test_fixed_set_presets_validate_before_hours_of_compute(name):
     assert preset["gan_seeds"] and preset["ipc"]
 
 
-GENERATOR_PRESETS = ["cpu-generator", "cpu-skd", "cpu-steps", "cpu-class-head", "cpu-acr-steps", "cpu-acr-width",
+GENERATOR_PRESETS = ["cpu-generator", "cpu-skd", "cpu-steps", "cpu-class-head", "cpu-acr-steps", "cpu-acr-sweep",
                      "cpu-fast-step", "generator-smoke"]
 
 
