@@ -138,7 +138,8 @@ def test_fixed_set_presets_validate_before_hours_of_compute(name):
 
 
 GENERATOR_PRESETS = ["cpu-generator", "cpu-skd", "cpu-steps", "cpu-class-head", "cpu-acr-steps", "cpu-acr-sweep",
-                     "cpu-fast-step", "generator-smoke"]
+                     "cpu-fast-step", "cpu-pool-source",
+                     "generator-smoke"]
 
 
 @pytest.mark.parametrize("name", GENERATOR_PRESETS)
