@@ -291,3 +291,31 @@ def test_a_results_section_is_written_with_the_numbers_behind_it(tmp_path, monke
     assert fixed_set.committed_results(work, "p") == work          # the work folder's own numbers come first
     with pytest.raises(SystemExit, match="neither"):
         fixed_set.committed_results(tmp_path / "none.json", "q")
+
+
+def test_dim_own_refuses_a_missing_checkout_and_unpacks_mnist_for_torchvision(tmp_path):
+    """DiM's code is not shipped, so the DiM timing script must say so in one line; and its MNIST root must hold
+    the unpacked idx files where torchvision looks, or torchvision would try to download them."""
+    import gzip
+
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "dim_own.py"), "--dim", str(tmp_path / "none")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "no pool_match.py" in proc.stderr and "Traceback" not in proc.stderr
+
+    sys.path.insert(0, str(BENCHMARKS))
+    from dim_own import MNIST_FILES, _unpack_mnist
+
+    src = tmp_path / "idx"
+    src.mkdir()
+    for i, name in enumerate(MNIST_FILES):
+        payload = bytes([i]) * 16
+        if i % 2:
+            (src / name).write_bytes(payload)
+        else:
+            with gzip.open(src / f"{name}.gz", "wb") as f:
+                f.write(payload)
+    _unpack_mnist(src, tmp_path / "root" / "MNIST" / "raw")
+    for i, name in enumerate(MNIST_FILES):
+        assert (tmp_path / "root" / "MNIST" / "raw" / name).read_bytes() == bytes([i]) * 16
+    with pytest.raises(SystemExit, match="not found"):
+        _unpack_mnist(tmp_path / "empty", tmp_path / "root2")
