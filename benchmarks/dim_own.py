@@ -31,23 +31,21 @@ import time
 import types
 from pathlib import Path
 
+from skdd.data.sources import _IDX_STEMS, _find_idx_file
 
-
-MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
-               't10k-labels-idx1-ubyte')
+MNIST_FILES = tuple(stem for pair in _IDX_STEMS.values() for stem in pair)
 
 
 def _unpack_mnist(src: Path, raw: Path) -> None:
     """torchvision's MNIST only skips its download when the unpacked idx files sit in `root/MNIST/raw`."""
     raw.mkdir(parents=True)
     for name in MNIST_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, raw / name)
-        elif (src / f'{name}.gz').is_file():
-            with gzip.open(src / f'{name}.gz', 'rb') as fin, open(raw / name, 'wb') as fout:
-                shutil.copyfileobj(fin, fout)
-        else:
+        found = _find_idx_file(src, name)
+        if found is None:
             sys.exit(f'dim_own: {name}[.gz] not found in {src}')
+        with (gzip.open(found, 'rb') if found.suffix == '.gz' else open(found, 'rb')) as fin, \
+                open(raw / name, 'wb') as fout:
+            shutil.copyfileobj(fin, fout)
 
 
 class _StopTiming(Exception):
@@ -103,9 +101,16 @@ def main():
     opt = cli.parse_args()
     if not (opt.dim / 'pool_match.py').is_file():
         sys.exit(f'dim_own: no pool_match.py in {opt.dim} (check out vimar-gu/DiM there)')
-    data_dir = tempfile.mkdtemp(prefix='dim-mnist-')
-    _unpack_mnist(opt.mnist, Path(data_dir) / 'MNIST' / 'raw')
+    with tempfile.TemporaryDirectory(prefix='dim-mnist-') as data_dir:   # removed however the run ends
+        _unpack_mnist(opt.mnist, Path(data_dir) / 'MNIST' / 'raw')
+        result = _time_dim(opt, data_dir)
+    print(json.dumps(result))
+    if opt.json:
+        opt.json.write_text(json.dumps(result, indent=1) + '\n')
 
+
+def _time_dim(opt: argparse.Namespace, data_dir: str) -> dict:
+    """DiM's `train()` until `opt.warmup + opt.steps` generator steps, with MNIST under `data_dir`."""
     import torch
     import torch.nn as nn
     torch.set_num_threads(opt.threads)
@@ -178,7 +183,7 @@ def main():
         out = _real_step(*a, **k)
         stamps.append(time.perf_counter())
         print('[time_dim] generator step {} done at +{:.2f}s'.format(
-            len(stamps), stamps[-1] - stamps_t0[0]), flush=True)
+            len(stamps), stamps[-1] - t0), flush=True)
         if len(stamps) >= total:
             raise _StopTiming()
         return out
@@ -187,7 +192,7 @@ def main():
     epoch = 0
     generator.train()
     discriminator.train()
-    stamps_t0 = [time.perf_counter()]
+    t0 = time.perf_counter()
     try:
         pm.train(args, epoch, generator, discriminator, optim_g, optim_d,
                  trainloader, criterion, aug, aug_rand)
@@ -196,13 +201,13 @@ def main():
     else:
         raise RuntimeError('train() returned before {} generator steps'.format(total))
 
-    edges = stamps_t0 + stamps
+    edges = [t0] + stamps
     per_step = [edges[i + 1] - edges[i] for i in range(len(stamps))]
     warm = per_step[:opt.warmup]
     timed = per_step[opt.warmup:]
     mean = sum(timed) / len(timed) if timed else float('nan')
 
-    result = {
+    return {
         'dim_own_s_per_step': mean,
         'steps': timed,
         'warmup_steps': warm,
@@ -224,10 +229,6 @@ def main():
         },
         'matplotlib_stubbed': mpl_stubbed,
     }
-    print(json.dumps(result))
-    if opt.json:
-        opt.json.write_text(json.dumps(result, indent=1) + '\n')
-    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == '__main__':
