@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,3 +115,20 @@ def one_line_error(capsys, argv: list[str], *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def presets_run_by(script: str) -> list[str]:
+    """The presets in benchmarks/presets/ whose header names `script` as their runner (`python benchmarks/<script>
+    --preset benchmarks/presets/<name>.yaml`), so a new preset is validated by its runner's test without being added
+    to a list by hand; tests/test_benchmarks_smoke.py checks that every preset names exactly one runner."""
+    return sorted(name for name, runner in preset_runners().items() if runner == script)
+
+
+def preset_runners() -> dict[str, str | None]:
+    """Each preset's runner script as its header names it (None where it names none)."""
+    out = {}
+    for path in sorted((BENCHMARKS / "presets").glob("*.yaml")):
+        found = set(re.findall(rf"python benchmarks/(\w+\.py) --preset benchmarks/presets/{re.escape(path.stem)}\.yaml",
+                               path.read_text()))
+        out[path.stem] = found.pop() if len(found) == 1 else None
+    return out

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from helpers import BENCHMARKS, run_script, tiny_npz
+from helpers import BENCHMARKS, preset_runners, presets_run_by, run_script, tiny_npz
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,15 @@ def test_cross_architecture_table_spread_and_paper_rows_by_hand():
     assert not any("paper" in line for line in cross_arch_table("cifar10", 1, rows))
 
 
-@pytest.mark.parametrize("name", ["cpu-fixed-set", "cpu-cifar10", "cpu-default", "cpu-default-acr", "fixed-set-smoke"])
+def test_every_preset_names_the_one_runner_that_validates_it():
+    """The preset validation tests are parametrized by the runner each preset's header names: a preset that names
+    none (or two) would escape every one of them, hours before its typo surfaces."""
+    runners = preset_runners()
+    assert {n for n, r in runners.items() if r not in ("fixed_set.py", "generator.py", "reproduce.py")} == set()
+    assert {"cpu-cifar10", "cpu-acr-sweep", "gpu-mnist"} <= set(runners)    # the scan sees the folder
+
+
+@pytest.mark.parametrize("name", presets_run_by("fixed_set.py"))
 def test_fixed_set_presets_validate_before_hours_of_compute(name):
     """A typo in a long preset would surface hours in, at the stage it reaches: each stage section, over its
     base file, must validate now, and every offline dataset must be one the offline copies know."""
@@ -137,12 +145,7 @@ def test_fixed_set_presets_validate_before_hours_of_compute(name):
     assert preset["gan_seeds"] and preset["ipc"]
 
 
-GENERATOR_PRESETS = ["cpu-generator", "cpu-skd", "cpu-steps", "cpu-class-head", "cpu-acr-steps", "cpu-acr-sweep",
-                     "cpu-fast-step", "cpu-pool-source",
-                     "generator-smoke"]
-
-
-@pytest.mark.parametrize("name", GENERATOR_PRESETS)
+@pytest.mark.parametrize("name", presets_run_by("generator.py"))
 def test_generator_presets_validate_before_hours_of_compute(name):
     """The same guard for `benchmarks/generator.py`'s presets: every recipe over the base pretrain section, every
     loss mode over the base distill section (as the runner builds them), and the pairings name existing rows."""

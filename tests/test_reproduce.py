@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import tiny_npz
+from helpers import presets_run_by, tiny_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "reproduce.py"
@@ -80,7 +80,7 @@ def test_paper_numbers():
 
 
 # ------------------------------------------------------------------------------------------- presets
-@pytest.mark.parametrize("name", ["smoke", "cpu-budget", "gpu-short", "gpu-mnist", "gpu-cifar10"])
+@pytest.mark.parametrize("name", presets_run_by("reproduce.py"))
 def test_presets_plan_with_valid_params(name, tmp_path):
     args = reproduce._parser().parse_args(["--preset", str(PRESETS / f"{name}.yaml"), "--work", str(tmp_path)])
     matrix = reproduce.load(args)                # every stage's params validate (typos fail here)
