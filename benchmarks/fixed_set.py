@@ -19,14 +19,14 @@ then the preset's section, then what the row needs):
   chosen there, and only that ψ is tested (`gan+truncation`): no choice ever reads the test split;
 * `cross_arch: [convnet3, resnet18, alexnet, vgg11]`: random, dm-pixel and the first seed's `gan+refine` set
   evaluated on every listed architecture (generalisation is where a generator prior claims to help);
-* `refine_transfer: {embed_arch: [convnet3, resnet18_dc, alexnet, vgg11]}` (optional): the latent refine again
-  from the same selected set with these overrides (`gan+refine-transfer`, every seed, paired with `gan+refine`),
-  and its first seed's set on the `cross_arch` architectures: does matching under several random architectures
-  narrow the spread across them?
+* `refine_variants: {transfer: {embed_arch: [convnet3, resnet18_dc, alexnet, vgg11]}}` (optional): the latent
+  refine again from the same selected set with each entry's overrides (row `gan+refine-<name>`, every seed, paired
+  with `gan+refine`), and each one's first-seed set on the `cross_arch` architectures: e.g. does matching under
+  several random architectures narrow the spread across them?
 
 Order: phases by importance, each over every IPC and dataset: real rows and the refined set of every seed, then
 pixel DM from the better starts, then the selection ablation, then truncation, then cross-architecture, then the
-transfer refine, then the distilled rows, so a run stopped early has the rows that matter most on every dataset.
+refine variants, then the distilled rows, so a run stopped early has the rows that matter most on every dataset.
 
 `--phases`, `--ipc` and `--datasets` run part of the preset (in the order given); such a partial run keeps the
 rows of `results.json` it did not touch, so the page still shows everything measured so far. A full run
@@ -57,11 +57,11 @@ RESULTS_MD = REPO / "docs" / "results.md"
 RESULTS_JSON = REPO / "docs" / "results"      # <preset>.json: the numbers behind each section
 SELECTIONS = ("none", "confidence", "coverage", "confidence+coverage")
 GAN_ROWS = ["gan", "gan+truncation", "gan+confidence", "gan+coverage", "gan+confidence+coverage", "gan+refine",
-            "gan+refine-transfer", "gan+refine+dm-pixel"]
+            "gan+refine+dm-pixel"]
 DISTILL_ROWS = ["gan-only+refine", "skd+refine"]
 REAL_ROWS = ["random", "kcenter", "herding", "dm-pixel", "herding+dm-pixel"]
-PAIRED = [("skd+refine", "gan-only+refine"), ("gan-only+refine", "gan+refine"),   # (row, control) per seed
-          ("gan+refine-transfer", "gan+refine")]
+PAIRED = [("skd+refine", "gan-only+refine"), ("gan-only+refine", "gan+refine")]   # (row, control) per seed
+VARIANT_PREFIX = "gan+refine-"    # `refine_variants` rows, each paired with gan+refine
 PHASES = ("headline", "polish", "ablation", "truncation", "cross_arch", "transfer", "distilled")   # by importance
 NOT_IPC = ("data_note", "cross_arch", "val", "truncation")     # a dataset's cells that are not an IPC's rows
 
@@ -235,18 +235,19 @@ class Runner:
             self.on_result()
 
     def transfer(self, ds: dict, ipc: int) -> None:
-        """The latent refine with the preset's `refine_transfer` overrides (e.g. a list of embedding architectures)
-        from the same selected set as `gan+refine`, every seed; the first seed's set on the `cross_arch` list."""
-        if not self.preset.get("refine_transfer"):
-            return
-        data, k, tag = ds["data"], ds["d"] / f"ipc{ipc}", "gan+refine-transfer"
-        for i, seed in enumerate(self.preset["gan_seeds"]):
-            out = self.refined_row(ds["cells"], data, ds["teacher"], k, ipc, seed, "gan", self.gan(ds, seed),
-                                   "-transfer", self.preset["refine_transfer"])
-            if i == 0 and self.preset.get("cross_arch"):
-                ds["cells"].setdefault("cross_arch", {}).setdefault(str(ipc), {})[tag] = self.evaluate(
-                    data, out, tag, ipc, self.preset["cross_arch"])
-                self.on_result()
+        """The latent refine with each of the preset's `refine_variants` overrides (e.g. a list of embedding
+        architectures) from the same selected set as `gan+refine`, every seed; each first seed's set on the
+        `cross_arch` list."""
+        data, k = ds["data"], ds["d"] / f"ipc{ipc}"
+        for variant, overrides in (self.preset.get("refine_variants") or {}).items():
+            for i, seed in enumerate(self.preset["gan_seeds"]):
+                out = self.refined_row(ds["cells"], data, ds["teacher"], k, ipc, seed, "gan", self.gan(ds, seed),
+                                       f"-{variant}", overrides)
+                if i == 0 and self.preset.get("cross_arch"):
+                    tag = VARIANT_PREFIX + variant
+                    ds["cells"].setdefault("cross_arch", {}).setdefault(str(ipc), {})[tag] = self.evaluate(
+                        data, out, tag, ipc, self.preset["cross_arch"])
+                    self.on_result()
 
     def distilled(self, ds: dict, ipc: int) -> None:
         """The SKD-distilled generator and its GAN-only control at equal steps, per seed, selected and refined."""
@@ -320,7 +321,8 @@ def render(results: dict, preset: dict, command: str) -> str:
             continue
         lines.append("| row | " + " | ".join(f"IPC {i}" for i in ipcs) + " |")
         lines.append("|---|" + "---:|" * len(ipcs))
-        for rname in REAL_ROWS + GAN_ROWS + DISTILL_ROWS:
+        variants = sorted({r for i in ipcs for r in cells[i] if r.startswith(VARIANT_PREFIX) and r not in GAN_ROWS})
+        for rname in REAL_ROWS + GAN_ROWS + variants + DISTILL_ROWS:
             if not any(rname in cells[i] for i in ipcs):
                 continue
             vals = []
@@ -336,7 +338,7 @@ def render(results: dict, preset: dict, command: str) -> str:
                 vals.append(f"{s['mean']:.1f} ± {s['std']:.1f} ({s['n']} {s['over']}{delta}){seeds}")
             lines.append(f"| {rname} | " + " | ".join(vals) + " |")
         lines.append("")
-        pairs = [(i, row, control, d) for row, control in PAIRED for i in ipcs
+        pairs = [(i, row, control, d) for row, control in PAIRED + [(v, "gan+refine") for v in variants] for i in ipcs
                  if row in cells[i] and control in cells[i] and (d := paired(cells[i][row], cells[i][control]))]
         for i, row, control, d in pairs:
             lines.append(f"- IPC {i}, {row} against {control} on the same GAN seed: {d['mean']:+.1f} ± "

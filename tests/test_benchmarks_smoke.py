@@ -138,8 +138,9 @@ def test_fixed_set_presets_validate_before_hours_of_compute(name):
                               _ov(preset.get("sample")) + [f"ipc={ipc}", "selection=none", "candidates_per_class=null",
                                                            f"truncation={'null' if psi is None else psi}"])
     load_stage_params(STAGES["refine"].params_class(), "refine", base, ["space=pixel"] + _ov(preset.get("refine_pixel")))
-    load_stage_params(STAGES["refine"].params_class(), "refine", base,
-                      ["space=latent"] + _ov(preset.get("refine")) + _ov(preset.get("refine_transfer")))
+    for overrides in (preset.get("refine_variants") or {}).values():
+        load_stage_params(STAGES["refine"].params_class(), "refine", base,
+                          ["space=latent"] + _ov(preset.get("refine")) + _ov(overrides))
     for dataset, where in preset["datasets"].items():
         assert (where or {}).get("source", "offline") != "offline" or dataset in COPIES, dataset
     assert preset["gan_seeds"] and preset["ipc"]

@@ -94,6 +94,23 @@ def test_dm_loss_hand_computed():
     assert syn.grad.view(2, 2).tolist() == [[-4.0, -4.0], [2.0, -2.0]]    # d/ds ||mu_r - s||^2 = -2 (mu_r - s)
 
 
+def test_relative_dm_loss_is_hand_computed_and_blind_to_the_embedding_scale():
+    """loss_scale relative: the same sums over ||real class means||^2 = ||(2, 2)||^2 + ||(0, 2)||^2 = 12, so a
+    network whose features are 1000x larger (VGG11 against ConvNet3 at init) pulls with the same weight."""
+    real = torch.tensor([[1.0, 1.0], [3.0, 3.0], [0.0, 2.0]]).view(3, 2, 1, 1)
+    real_y, syn_y = torch.tensor([0, 0, 1]), torch.tensor([0, 1])
+    syn = torch.tensor([[0.0, 0.0], [1.0, 1.0]]).view(2, 2, 1, 1)
+    flat = nn.Flatten()
+    assert dm_loss(flat, real, real_y, syn, syn_y, 2, relative=True).item() == pytest.approx(10.0 / 12.0)
+
+    class Scaled(nn.Module):
+        def forward(self, x):
+            return 1000.0 * x.flatten(1)
+
+    assert dm_loss(Scaled(), real, real_y, syn, syn_y, 2).item() == pytest.approx(1e7)
+    assert dm_loss(Scaled(), real, real_y, syn, syn_y, 2, relative=True).item() == pytest.approx(10.0 / 12.0)
+
+
 def test_class_means_and_per_class_augmentation_are_siamese_within_a_class():
     emb = torch.tensor([[1.0], [3.0], [10.0]])
     assert class_means(emb, torch.tensor([0, 0, 1]), 2).flatten().tolist() == [2.0, 10.0]

@@ -50,6 +50,9 @@ class RefineParams:
     embed_arch: str | list[str] = param("convnet3", help="the randomly initialised embedding network, new every "
                                         "step; a list: one drawn per step (sets that transfer across architectures)")
     embed_width: int = param(64, ge=1, help="DM: 128")
+    loss_scale: str = param("absolute", choices=("absolute", "relative"),
+                            help="relative: the DM loss over the real class means' squared norm, so every network "
+                                 "in an embed_arch list weighs alike (absolute: DM's)")
     augment: str | None = param(None, help="DSA strategy; null: the dataset's (no flip for digits)")
     seed: int = param(0, ge=0)
     device: str = param("auto", choices=DEVICES)
@@ -124,7 +127,7 @@ class Refiner:
         embed = create_model(arch, in_channels=c, num_classes=self.num_classes, image_size=h,
                              width=p.embed_width).to(self.device).requires_grad_(False)
         loss = dm_loss(embed.embed, real, self.real.labels[real_idx], self.images(), self.labels, self.num_classes,
-                       self.aug)
+                       self.aug, relative=p.loss_scale == "relative")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
