@@ -63,6 +63,9 @@ REAL_ROWS = ["random", "kcenter", "herding", "dm-pixel", "herding+dm-pixel"]
 PAIRED = [("skd+refine", "gan-only+refine"), ("gan-only+refine", "gan+refine")]   # (row, control) per seed
 VARIANT_PREFIX = "gan+refine-"    # `refine_variants` rows, each paired with gan+refine
 PHASES = ("headline", "polish", "ablation", "truncation", "cross_arch", "transfer", "distilled")   # by importance
+STAGE_SECTIONS = ("teacher", "pretrain", "sample", "select", "refine", "evaluate", "distill")   # over the base file
+PRESET_KEYS = {"name", "description", "base", "datasets", "ipc", "gan_seeds", "with_distill", "refine_pixel",
+               "refine_variants", "truncations", "cross_arch", *STAGE_SECTIONS}
 NOT_IPC = ("data_note", "cross_arch", "val", "truncation")     # a dataset's cells that are not an IPC's rows
 
 
@@ -445,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", help="comma-separated subset of the preset's datasets")
     args = ap.parse_args(argv)
     preset = yaml.safe_load(Path(args.preset).read_text())
+    if unknown := sorted(set(preset) - PRESET_KEYS):     # a renamed key would otherwise be skipped in silence
+        ap.error(f"{args.preset}: unknown keys {unknown}; known: {', '.join(sorted(PRESET_KEYS))}")
     phases = tuple(args.phases.split(",")) if args.phases else PHASES
     if unknown := sorted(set(phases) - set(PHASES)):
         ap.error(f"--phases: unknown {unknown}; known: {', '.join(PHASES)}")

@@ -113,6 +113,17 @@ def test_every_preset_names_the_one_runner_that_validates_it():
     assert {"cpu-cifar10", "cpu-acr-sweep", "gpu-mnist"} <= set(runners)    # the scan sees the folder
 
 
+def test_fixed_set_refuses_an_unknown_preset_key_in_one_line(tmp_path):
+    """`refine_transfer` became `refine_variants`: an old preset must stop at once, not skip its rows in silence."""
+    preset = tmp_path / "old.yaml"
+    preset.write_text((BENCHMARKS / "presets" / "fixed-set-smoke.yaml").read_text()
+                      .replace("refine_variants: {transfer: {", "refine_transfer: {").replace("}}", "}"))
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "fixed_set.py"), "--preset", str(preset), "--work",
+                          str(tmp_path / "work"), "--no-docs"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown keys ['refine_transfer']" in out.stderr, out.stderr
+    assert not (tmp_path / "work").exists()
+
+
 @pytest.mark.parametrize("name", presets_run_by("fixed_set.py"))
 def test_fixed_set_presets_validate_before_hours_of_compute(name):
     """A typo in a long preset would surface hours in, at the stage it reaches: each stage section, over its
@@ -124,9 +135,10 @@ def test_fixed_set_presets_validate_before_hours_of_compute(name):
     from skdd.stages.registry import STAGES
 
     sys.path.insert(0, str(BENCHMARKS))
-    from fixed_set import _ov
+    from fixed_set import PRESET_KEYS, _ov
 
     preset = yaml.safe_load((BENCHMARKS / "presets" / f"{name}.yaml").read_text())
+    assert set(preset) <= PRESET_KEYS, sorted(set(preset) - PRESET_KEYS)
     base = BENCHMARKS.parent / preset["base"]
     for stage in ("teacher", "pretrain", "refine", "evaluate", "distill"):
         load_stage_params(STAGES[stage].params_class(), stage, base, _ov(preset.get(stage)))
