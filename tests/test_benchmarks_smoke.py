@@ -170,8 +170,10 @@ def test_generator_presets_validate_before_hours_of_compute(name):
 
     sys.path.insert(0, str(BENCHMARKS))
     from fixed_set import _ov
+    from generator import PRESET_KEYS
 
     preset = yaml.safe_load((BENCHMARKS / "presets" / f"{name}.yaml").read_text())
+    assert set(preset) <= PRESET_KEYS, sorted(set(preset) - PRESET_KEYS)
     base = BENCHMARKS.parent / preset["base"]
     load = lambda stage, ov: load_stage_params(STAGES[stage].params_class(), stage, base, ov)  # noqa: E731
     for recipe in preset["recipes"].values():
