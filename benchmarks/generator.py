@@ -34,10 +34,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
-from fixed_set import (STAGE_SECTIONS, Runner, _ov, committed_results, paired, run_and_save, summarise, verdict,
-                       write_section)
+from fixed_set import (STAGE_SECTIONS, Runner, _ov, committed_results, paired, read_preset, run_and_save, summarise,
+                       verdict, write_section)
 
 PRESET_KEYS = {"name", "description", "base", "datasets", "ipc", "gan_seeds", "recipes", "skd_recipe", "skd_modes",
                "control", "pool", *STAGE_SECTIONS}
@@ -155,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/results.md")
     args = ap.parse_args(argv)
-    preset = yaml.safe_load(Path(args.preset).read_text())
-    if unknown := sorted(set(preset) - PRESET_KEYS):     # a misspelt key would otherwise be skipped in silence
-        ap.error(f"{args.preset}: unknown keys {unknown}; known: {', '.join(sorted(PRESET_KEYS))}")
+    preset = read_preset(ap, args.preset, PRESET_KEYS)
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
