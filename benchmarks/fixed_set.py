@@ -17,8 +17,9 @@ then the preset's section, then what the row needs):
 * `truncations: [null, 1.0, 0.5]` (optional): the generator's own sample with its noise truncated to [-ψ, ψ]; every
   ψ is evaluated on the **validation** split (`evaluate split=val`) for every seed, the best mean over seeds is
   chosen there, and only that ψ is tested (`gan+truncation`): no choice ever reads the test split;
-* `cross_arch: [convnet3, resnet18, alexnet, vgg11]`: random, dm-pixel and the first seed's `gan+refine` set
-  evaluated on every listed architecture (generalisation is where a generator prior claims to help);
+* `cross_arch: [convnet3, resnet18, alexnet, vgg11]`: random, dm-pixel and the first seed's `gan+refine` set and
+  its selected set before refine (`gan+confidence+coverage`) evaluated on every listed architecture
+  (generalisation is where a generator prior claims to help);
 * `refine_variants: {transfer: {embed_arch: [convnet3, resnet18_dc, alexnet, vgg11]}}` (optional): the latent
   refine again from the same selected set with each entry's overrides (row `gan+refine-<name>`, every seed, paired
   with `gan+refine`), and each one's first-seed set on the `cross_arch` architectures: e.g. does matching under
@@ -227,11 +228,14 @@ class Runner:
             self.record(ds["cells"], ipc, "gan+truncation", str(seed), self.evaluate(data, out, "gan+truncation", ipc))
 
     def cross_arch(self, ds: dict, ipc: int) -> None:
-        """Generalisation: the first seed's refined set against the real random subset and pixel DM."""
+        """Generalisation: the first seed's refined set against the real random subset and pixel DM, and the same
+        seed's selected set before refine, so a gap on one architecture can be told apart as the generator's
+        (already in the selected images) or refine's (made by matching through one embedding network)."""
         if not self.preset.get("cross_arch"):
             return
         k, seed = ds["d"] / f"ipc{ipc}", self.preset["gan_seeds"][0]
         for rname, src in (("random", k / "select-random"), ("dm-pixel", k / "dm-pixel"),
+                           ("gan+confidence+coverage", k / f"seed{seed}" / "sample-gan+confidence+coverage"),
                            ("gan+refine", k / f"seed{seed}" / "refine-gan")):
             ds["cells"].setdefault("cross_arch", {}).setdefault(str(ipc), {})[rname] = self.evaluate(
                 ds["data"], src, rname, ipc, self.preset["cross_arch"])
@@ -373,7 +377,9 @@ def cross_arch_table(dataset: str, ipc: int, rows: dict) -> list[str]:
     lines = [f"Cross-architecture, IPC {ipc} (generator rows: the first GAN seed only), mean ± std over trials; "
              "spread: best minus worst architecture's mean:", "",
              "| row | " + " | ".join(archs) + " | spread |", "|---|" + "---:|" * (len(archs) + 1)]
-    for rname, accs in rows.items():
+    order = REAL_ROWS + GAN_ROWS + DISTILL_ROWS       # a row added to an old results.json lands in its place
+    for rname in sorted(rows, key=lambda r: order.index(r) if r in order else len(order)):
+        accs = rows[rname]
         means = [statistics.fmean(accs[a]) for a in archs]
         lines.append(f"| {rname} | " + " | ".join(
             f"{m:.1f} ± {statistics.pstdev(accs[a]):.1f}" for m, a in zip(means, archs))

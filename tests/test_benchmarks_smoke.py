@@ -225,13 +225,16 @@ def test_fixed_set_benchmark_smoke(tmp_path):
             assert len(accs["convnet3"]) == 2 and all(0 <= a <= 100 for a in accs["convnet3"]), name
     assert "| gan+refine |" in stdout and "(2 GAN seeds; Δ random" in stdout and "(2 trials)" in stdout
     cross = results["datasets"]["tiny"]["cross_arch"]["2"]
-    assert set(cross) == {"random", "dm-pixel", "gan+refine", "gan+refine-transfer"}
+    assert set(cross) == {"random", "dm-pixel", "gan+confidence+coverage", "gan+refine", "gan+refine-transfer"}
     transfer = json.loads((tmp_path / "work" / "tiny" / "ipc2" / "seed1" / "refine-gan-transfer" / "manifest.json")
                           .read_text())
     assert transfer["params"]["embed_arch"] == ["convnet3", "alexnet"]     # the preset's overrides reached refine
     assert "- IPC 2, gan+refine-transfer against gan+refine on the same GAN seed: " in stdout
     assert all(set(accs) == {"convnet3", "alexnet"} and len(accs["alexnet"]) == 2 for accs in cross.values())
     assert "Cross-architecture, IPC 2" in stdout
+    xtab = stdout.split("Cross-architecture, IPC 2", 1)[1]
+    assert (xtab.index("| random |") < xtab.index("| gan+confidence+coverage |") < xtab.index("| gan+refine |")
+            < xtab.index("| gan+refine-transfer |"))
     assert "- IPC 2, skd+refine against gan-only+refine on the same GAN seed: " in stdout
     # a second run reuses every stage (nothing re-runs) and reports the same numbers
     again = run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs")
