@@ -70,6 +70,14 @@ PRESET_KEYS = {"name", "description", "base", "datasets", "ipc", "gan_seeds", "w
 NOT_IPC = ("data_note", "cross_arch", "val", "truncation")     # a dataset's cells that are not an IPC's rows
 
 
+def row_order(names) -> list[str]:
+    """The one order of rows in every table: real, generator, refine variants (by name), distilled; anything else
+    after them as given. Both tables use it, so a row added to an old results.json lands in its place."""
+    variants = sorted({r for r in names if r.startswith(VARIANT_PREFIX)})
+    known = REAL_ROWS + GAN_ROWS + variants + DISTILL_ROWS
+    return [r for r in known if r in names] + [r for r in names if r not in known]
+
+
 def truncation_row(psi: float | None) -> str:
     """The validation row of the own sample drawn with truncation ψ (null: untruncated, the `gan` row's sample)."""
     return "gan" if psi is None else f"gan@psi={psi}"
@@ -328,10 +336,9 @@ def render(results: dict, preset: dict, command: str) -> str:
             continue
         lines.append("| row | " + " | ".join(f"IPC {i}" for i in ipcs) + " |")
         lines.append("|---|" + "---:|" * len(ipcs))
-        variants = sorted({r for i in ipcs for r in cells[i] if r.startswith(VARIANT_PREFIX)})
-        for rname in REAL_ROWS + GAN_ROWS + variants + DISTILL_ROWS:
-            if not any(rname in cells[i] for i in ipcs):
-                continue
+        rows = row_order(list(dict.fromkeys(r for i in ipcs for r in cells[i])))
+        variants = [r for r in rows if r.startswith(VARIANT_PREFIX)]
+        for rname in rows:
             vals = []
             for i in ipcs:
                 if rname not in cells[i]:
@@ -377,8 +384,7 @@ def cross_arch_table(dataset: str, ipc: int, rows: dict) -> list[str]:
     lines = [f"Cross-architecture, IPC {ipc} (generator rows: the first GAN seed only), mean ± std over trials; "
              "spread: best minus worst architecture's mean:", "",
              "| row | " + " | ".join(archs) + " | spread |", "|---|" + "---:|" * (len(archs) + 1)]
-    order = REAL_ROWS + GAN_ROWS + DISTILL_ROWS       # a row added to an old results.json lands in its place
-    for rname in sorted(rows, key=lambda r: order.index(r) if r in order else len(order)):
+    for rname in row_order(list(rows)):
         accs = rows[rname]
         means = [statistics.fmean(accs[a]) for a in archs]
         lines.append(f"| {rname} | " + " | ".join(

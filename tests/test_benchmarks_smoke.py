@@ -6,6 +6,7 @@ and that its output is complete and sane. One thread per process, as the figures
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -128,17 +129,14 @@ def test_fixed_set_refuses_an_unknown_preset_key_in_one_line(tmp_path):
 def test_fixed_set_presets_validate_before_hours_of_compute(name):
     """A typo in a long preset would surface hours in, at the stage it reaches: each stage section, over its
     base file, must validate now, and every offline dataset must be one the offline copies know."""
-    import yaml
-
     from skdd.config import load_stage_params
     from skdd.data.offline import COPIES
     from skdd.stages.registry import STAGES
 
     sys.path.insert(0, str(BENCHMARKS))
-    from fixed_set import PRESET_KEYS, _ov
+    from fixed_set import PRESET_KEYS, _ov, read_preset
 
-    preset = yaml.safe_load((BENCHMARKS / "presets" / f"{name}.yaml").read_text())
-    assert set(preset) <= PRESET_KEYS, sorted(set(preset) - PRESET_KEYS)
+    preset = read_preset(argparse.ArgumentParser(), str(BENCHMARKS / "presets" / f"{name}.yaml"), PRESET_KEYS)
     base = BENCHMARKS.parent / preset["base"]
     for stage in ("teacher", "pretrain", "refine", "evaluate", "distill"):
         load_stage_params(STAGES[stage].params_class(), stage, base, _ov(preset.get(stage)))
@@ -162,18 +160,15 @@ def test_fixed_set_presets_validate_before_hours_of_compute(name):
 def test_generator_presets_validate_before_hours_of_compute(name):
     """The same guard for `benchmarks/generator.py`'s presets: every recipe over the base pretrain section, every
     loss mode over the base distill section (as the runner builds them), and the pairings name existing rows."""
-    import yaml
-
     from skdd.config import load_stage_params
     from skdd.data.offline import COPIES
     from skdd.stages.registry import STAGES
 
     sys.path.insert(0, str(BENCHMARKS))
-    from fixed_set import _ov
+    from fixed_set import _ov, read_preset
     from generator import PRESET_KEYS
 
-    preset = yaml.safe_load((BENCHMARKS / "presets" / f"{name}.yaml").read_text())
-    assert set(preset) <= PRESET_KEYS, sorted(set(preset) - PRESET_KEYS)
+    preset = read_preset(argparse.ArgumentParser(), str(BENCHMARKS / "presets" / f"{name}.yaml"), PRESET_KEYS)
     base = BENCHMARKS.parent / preset["base"]
     load = lambda stage, ov: load_stage_params(STAGES[stage].params_class(), stage, base, ov)  # noqa: E731
     for recipe in preset["recipes"].values():
