@@ -14,6 +14,7 @@ then the preset's section, then what the row needs):
   the frozen generator, from the confidence+coverage set), `+refine+dm-pixel` (pixel DM from the refined set: does
   the generator's start still matter once pixels move?); with `with_distill: true` also the SKD-distilled generator
   with the same selection and refine (`skd+refine`) and the GAN-only control at equal steps (`gan-only+refine`);
+* `selections: [confidence+coverage]` (optional): the ablation phase's selection modes (default: all four);
 * `truncations: [null, 1.0, 0.5]` (optional): the generator's own sample with its noise truncated to [-ψ, ψ]; every
   ψ is evaluated on the **validation** split (`evaluate split=val`) for every seed, the best mean over seeds is
   chosen there, and only that ψ is tested (`gan+truncation`): no choice ever reads the test split;
@@ -66,7 +67,7 @@ VARIANT_PREFIX = "gan+refine-"    # `refine_variants` rows, each paired with gan
 PHASES = ("headline", "polish", "ablation", "truncation", "cross_arch", "transfer", "distilled")   # by importance
 STAGE_SECTIONS = ("teacher", "pretrain", "sample", "select", "refine", "evaluate", "distill")   # over the base file
 PRESET_KEYS = {"name", "description", "base", "datasets", "ipc", "gan_seeds", "with_distill", "refine_pixel",
-               "refine_variants", "truncations", "cross_arch", *STAGE_SECTIONS}
+               "refine_variants", "truncations", "cross_arch", "selections", *STAGE_SECTIONS}
 NOT_IPC = ("data_note", "cross_arch", "val", "truncation")     # a dataset's cells that are not an IPC's rows
 
 
@@ -206,10 +207,10 @@ class Runner:
                         self.evaluate(data, out, "gan+refine+dm-pixel", ipc))
 
     def ablation(self, ds: dict, ipc: int) -> None:
-        """Each selection mode alone, no refine, for every GAN seed."""
+        """Each selection mode alone (the preset's `selections`, default all), no refine, for every GAN seed."""
         k = ds["d"] / f"ipc{ipc}"
         for seed in self.preset["gan_seeds"]:
-            for sel in SELECTIONS:
+            for sel in self.preset.get("selections") or SELECTIONS:
                 tag = row_name("gan", sel)
                 out = self.sample(k, seed, "gan", self.gan(ds, seed), ds["teacher"], ipc, sel)
                 self.record(ds["cells"], ipc, tag, str(seed), self.evaluate(ds["data"], out, tag, ipc))
@@ -469,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", help="comma-separated subset of the preset's datasets")
     args = ap.parse_args(argv)
     preset = read_preset(ap, args.preset, PRESET_KEYS)
+    if unknown := sorted(set(preset.get("selections") or ()) - set(SELECTIONS)):
+        ap.error(f"{args.preset}: selections: unknown {unknown}; known: {', '.join(SELECTIONS)}")
     phases = tuple(args.phases.split(",")) if args.phases else PHASES
     if unknown := sorted(set(phases) - set(PHASES)):
         ap.error(f"--phases: unknown {unknown}; known: {', '.join(PHASES)}")

@@ -125,6 +125,28 @@ def test_fixed_set_refuses_an_unknown_preset_key_in_one_line(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
+def test_fixed_set_ablation_runs_only_the_preset_selections_and_refuses_an_unknown_one(tmp_path):
+    """`selections` cuts the ablation to the modes a question needs (each mode is an evaluation per GAN seed); a
+    misspelt mode must stop before any compute, not be skipped."""
+    import yaml
+
+    preset = yaml.safe_load((BENCHMARKS / "presets" / "fixed-set-smoke.yaml").read_text())
+    preset["datasets"] = {"tiny": {"source": "npz", "location": str(tiny_npz(tmp_path / "tiny.npz"))}}
+    preset["selections"] = ["coverage"]
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    run_script("fixed_set.py", "--preset", str(path), "--work", str(tmp_path / "work"), "--no-docs",
+               "--phases", "ablation")
+    rows = json.loads((tmp_path / "work" / "results.json").read_text())["datasets"]["tiny"]["2"]
+    assert set(rows) == {"gan+coverage"} and set(rows["gan+coverage"]["seeds"]) == {"1", "2"}
+    preset["selections"] = ["coverage", "confidense"]
+    path.write_text(yaml.safe_dump(preset))
+    bad = subprocess.run([sys.executable, str(BENCHMARKS / "fixed_set.py"), "--preset", str(path), "--work",
+                          str(tmp_path / "other"), "--no-docs"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "selections: unknown ['confidense']" in bad.stderr, bad.stderr
+    assert not (tmp_path / "other").exists()
+
+
 @pytest.mark.parametrize("name", presets_run_by("fixed_set.py"))
 def test_fixed_set_presets_validate_before_hours_of_compute(name):
     """A typo in a long preset would surface hours in, at the stage it reaches: each stage section, over its
@@ -335,3 +357,44 @@ def test_dim_own_refuses_a_missing_checkout_and_unpacks_mnist_for_torchvision(tm
         assert (tmp_path / "root" / "MNIST" / "raw" / name).read_bytes() == bytes([i]) * 16
     with pytest.raises(SystemExit, match="not found"):
         _unpack_mnist(tmp_path / "empty", tmp_path / "root2")
+
+
+def test_bn_recalibration_replaces_running_statistics_by_the_images_average():
+    """Two equal batches through `recalibrate`: the cumulative average must be the plain mean and (population-
+    corrected) variance of all images, not an exponential average that forgets the first batch."""
+    from torch import nn
+
+    sys.path.insert(0, str(BENCHMARKS))
+    import torch
+    from bn_recalibration import recalibrate
+
+    from skdd.data.batches import Pixels
+
+    model = nn.Sequential(nn.BatchNorm2d(1))
+    images = torch.cat([torch.full((2, 1, 2, 2), 0, dtype=torch.uint8), torch.full((2, 1, 2, 2), 255, dtype=torch.uint8)])
+    recalibrate(model, images, Pixels([0.0], [1.0], "cpu"), batch=2)
+    bn = model[0]
+    assert bn.running_mean.item() == pytest.approx(0.5)          # batch means 0 and 1 averaged
+    assert bn.running_var.item() == pytest.approx(0.0, abs=1e-6)  # each batch is constant: unbiased variance 0
+    assert not model.training
+
+
+def test_bn_recalibration_and_matching_scale_run_on_tiny_artifacts(tmp_path):
+    from helpers import ingest_tiny
+
+    from skdd.stages.registry import run_stage
+
+    data = ingest_tiny(tmp_path)
+    subset = tmp_path / "subset"
+    run_stage("select", output=str(subset), inputs={"dataset": str(data)}, overrides=["method=random", "ipc=2"])
+    out = run_script("bn_recalibration.py", "--data", str(data), "--set", f"sub={subset}", "--arch", "resnet18",
+                     "--width", "8", "--epochs", "2", "--trials", "1", "--real-images", "20", "--device", "cpu")
+    report = json.loads(out[out.index("{\n"):])
+    cells = report["sets"]["sub"]
+    assert set(cells) == {"path", "as_trained", "bn_on_set", "bn_on_real"}
+    assert all(0 <= cells[k]["mean"] <= 100 and len(cells[k]["trials"]) == 1 for k in cells if k != "path")
+    scale = json.loads(run_script("matching_scale.py", "--data", str(data), "--set", str(subset), "--width", "4",
+                                  "--nets", "2", "--real-per-class", "3"))
+    assert len(scale["nets"]) == 2 and all(r["grad_dm"] > 0 and r["grad_attention"] > 0 for r in scale["nets"])
+    assert scale["median_ratio"] == pytest.approx(sorted(r["ratio"] for r in scale["nets"])[0] / 2
+                                                  + sorted(r["ratio"] for r in scale["nets"])[1] / 2)

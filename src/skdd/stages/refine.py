@@ -53,6 +53,8 @@ class RefineParams:
     loss_scale: str = param("absolute", choices=("absolute", "relative"),
                             help="relative: the DM loss over the real class means' squared norm, so every network "
                                  "in an embed_arch list weighs alike (absolute: DM's)")
+    attention: float = param(0.0, ge=0, help="weight of DataDAM's spatial attention matching over the embedding "
+                             "network's blocks, added to DM's loss (0: DM alone)")
     augment: str | None = param(None, help="DSA strategy; null: the dataset's (no flip for digits)")
     seed: int = param(0, ge=0)
     device: str = param("auto", choices=DEVICES)
@@ -127,7 +129,7 @@ class Refiner:
         embed = create_model(arch, in_channels=c, num_classes=self.num_classes, image_size=h,
                              width=p.embed_width).to(self.device).requires_grad_(False)
         loss = dm_loss(embed.embed, real, self.real.labels[real_idx], self.images(), self.labels, self.num_classes,
-                       self.aug, relative=p.loss_scale == "relative")
+                       self.aug, relative=p.loss_scale == "relative", attention=p.attention, blocks=embed)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
