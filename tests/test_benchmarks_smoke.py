@@ -156,9 +156,9 @@ def test_fixed_set_presets_validate_before_hours_of_compute(name):
     from skdd.stages.registry import STAGES
 
     sys.path.insert(0, str(BENCHMARKS))
-    from fixed_set import PRESET_KEYS, _ov, read_preset
+    from fixed_set import _ov, read_fixed_set_preset
 
-    preset = read_preset(argparse.ArgumentParser(), str(BENCHMARKS / "presets" / f"{name}.yaml"), PRESET_KEYS)
+    preset = read_fixed_set_preset(argparse.ArgumentParser(), str(BENCHMARKS / "presets" / f"{name}.yaml"))
     base = BENCHMARKS.parent / preset["base"]
     for stage in ("teacher", "pretrain", "refine", "evaluate", "distill"):
         load_stage_params(STAGES[stage].params_class(), stage, base, _ov(preset.get(stage)))
